@@ -169,7 +169,8 @@ class OpSpec:
             value = resolved[a.name]
             if a.type is bool:
                 value = int(value)
-            parts.append(f"{a.name}={value!r}" if a.type is float else f"{a.name}={value}")
+            # float attributes pass through float32 in ONNX; 6 significant digits name both the same
+            parts.append(f"{a.name}={value:.6g}" if a.type is float else f"{a.name}={value}")
         parts.append(f"in={n_inputs}")
         parts.append(f"out={n_outputs}")
         return ",".join(parts)

@@ -1,0 +1,25 @@
+"""Fresh random inputs at a chosen batch and sequence length, shaped like a model's examples."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+def random_inputs(example_inputs, names, *, batch: int, seq_len: int, vocab_size: int | None,
+                  generator: torch.Generator) -> dict[str, np.ndarray]:
+    """One feed dict: each example `[B, N, ...]` redrawn as `[batch, seq_len, ...]`.
+
+    Integer inputs (token ids) draw from [0, vocab_size), or from the examples' own range
+    when the model has no `vocab_size`; float inputs draw from a standard normal.
+    """
+    feed = {}
+    for name, example in zip(names, example_inputs):
+        shape = (batch, seq_len, *example.shape[2:]) if example.dim() >= 2 else (batch,)
+        if example.is_floating_point():
+            value = torch.randn(shape, generator=generator, dtype=torch.float64).to(example.dtype)
+        else:
+            low, high = (0, vocab_size) if vocab_size else (int(example.min()), int(example.max()) + 1)
+            value = torch.randint(low, high, shape, generator=generator, dtype=example.dtype)
+        feed[name] = value.numpy() if value.dtype != torch.bfloat16 else value.float().numpy()
+    return feed

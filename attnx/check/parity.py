@@ -1,0 +1,118 @@
+"""Parity of an exported ONNX file against the eager model in float64, through Polygraphy."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable, Sequence
+
+import onnx
+import torch
+from polygraphy.backend.onnxrt import OnnxrtRunner, SessionFromOnnx
+from polygraphy.comparator import Comparator, SimpleCompareFunc
+from polygraphy.logger import G_LOGGER
+
+from attnx.check.data import random_inputs
+from attnx.check.report import OutputResult, ParityReport
+from attnx.check.runners import EagerFloat64Runner
+from attnx.check.tolerances import TOLERANCES
+from attnx.errors import BackendUnavailableError, InputError, OnnxFileError
+from attnx.models.zoo import LoadedModel
+
+DEFAULT_SEQ_LENS = (1, 37, 300)
+_ONNX_DTYPE = {onnx.TensorProto.FLOAT: "fp32", onnx.TensorProto.FLOAT16: "fp16", onnx.TensorProto.BFLOAT16: "bf16"}
+
+
+def load_onnx(path: str | Path) -> onnx.ModelProto:
+    """Read and check an ONNX file; a missing or malformed file says what is wrong with it."""
+    path = Path(path)
+    if not path.is_file():
+        raise OnnxFileError(f"ONNX file {str(path)!r} does not exist")
+    try:
+        model = onnx.load(path)
+    except Exception as exc:
+        raise OnnxFileError(f"{path} is not a readable ONNX model: expected a serialized ModelProto, "
+                            f"the parser said: {exc}") from exc
+    if not model.graph.node:
+        raise OnnxFileError(f"{path} holds no graph nodes: expected an exported model")
+    from attnx.ops import register_onnx_schemas
+
+    register_onnx_schemas()
+    try:
+        onnx.checker.check_model(model)
+    except onnx.checker.ValidationError as exc:
+        raise OnnxFileError(f"{path} fails the ONNX checker: {exc}") from exc
+    return model
+
+
+def model_dtype(model: onnx.ModelProto) -> str:
+    """The float dtype the file was exported in: attnx metadata, else the first float initializer."""
+    for entry in model.metadata_props:
+        if entry.key == "attnx.dtype":
+            return entry.value
+    for init in model.graph.initializer:
+        if init.data_type in _ONNX_DTYPE:
+            return _ONNX_DTYPE[init.data_type]
+    return "fp32"
+
+
+def _declared_shapes(model: onnx.ModelProto) -> dict[str, list]:
+    return {i.name: [d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim] for i in model.graph.input}
+
+
+def _check_inputs_match(model: onnx.ModelProto, loaded: LoadedModel, path) -> list[str]:
+    declared = _declared_shapes(model)
+    names = list(declared)
+    if len(names) != len(loaded.example_inputs):
+        raise InputError(f"{path} takes {len(names)} inputs ({', '.join(names)}), the model "
+                         f"{loaded.name} takes {len(loaded.example_inputs)}")
+    for name, example in zip(names, loaded.example_inputs):
+        if len(declared[name]) != example.dim():
+            raise InputError(f"input {name!r}: the ONNX file expects rank {len(declared[name])} "
+                             f"{declared[name]}, the model {loaded.name} takes rank {example.dim()} "
+                             f"{list(example.shape)}")
+    return names
+
+
+def check_parity(onnx_path: str | Path, loaded: LoadedModel, *, seq_lens: Sequence[int] = DEFAULT_SEQ_LENS,
+                 batch: int = 2, seed: int | None = None,
+                 progress: Callable[[str], None] = lambda msg: None) -> ParityReport:
+    """Run the file in ONNX Runtime (CPU) and the eager model in float64 on the same fresh inputs."""
+    model = load_onnx(onnx_path)
+    dtype = model_dtype(model)
+    if dtype == "bf16":
+        raise BackendUnavailableError(
+            "ONNX Runtime's CPU provider has no bfloat16 kernels (MatMul, LayerNorm); a bf16 file needs "
+            "a GPU backend: check it with --backend trt on a machine with TensorRT")
+    bad = [n for n in seq_lens if n < 1]
+    if bad or batch < 1:
+        raise InputError(f"sequence lengths and batch must be >= 1, got seq_lens {list(seq_lens)}, batch {batch}")
+    names = _check_inputs_match(model, loaded, onnx_path)
+    output_names = [o.name for o in model.graph.output]
+    tol = TOLERANCES[dtype]
+    seed = int.from_bytes(os.urandom(4), "little") if seed is None else seed
+    generator = torch.Generator().manual_seed(seed)
+    vocab = getattr(loaded.module, "vocab_size", None)
+    feeds = [random_inputs(loaded.example_inputs, names, batch=batch, seq_len=n, vocab_size=vocab,
+                           generator=generator) for n in seq_lens]
+    onnxrt = OnnxrtRunner(SessionFromOnnx(str(onnx_path), providers=["cpu"]), name="onnxruntime-cpu")
+    input_meta = {i.name: (onnx.helper.tensor_dtype_to_np_dtype(i.type.tensor_type.elem_type),
+                           [d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim])
+                  for i in model.graph.input}
+    eager = EagerFloat64Runner(loaded.module, input_meta, output_names)
+    outputs = []
+    with G_LOGGER.verbosity(G_LOGGER.ERROR):
+        results = Comparator.run([onnxrt, eager], data_loader=feeds)
+        # (onnxrt, eager): relative errors are taken against the float64 reference
+        accuracy = Comparator.compare_accuracy(
+            results, comparisons=[(0, 1)],
+            compare_func=SimpleCompareFunc(atol=tol.atol, rtol=tol.rtol, check_error_stat="elemwise"))
+    iterations = next(iter(accuracy[0].values()))
+    for n, it_result, ort_out in zip(seq_lens, iterations, results[0][1]):
+        for name in output_names:
+            r = it_result[name]
+            outputs.append(OutputResult(name, n, list(ort_out[name].shape), float(r.max_absdiff),
+                                        float(r.max_reldiff), tol.atol, tol.rtol, bool(r)))
+        progress(f"seq {n}: {'ok' if all(it_result[o] for o in output_names) else 'MISMATCH'}")
+    return ParityReport(loaded.name, str(onnx_path), "onnxruntime-cpu", "eager-float64", dtype, seed,
+                        _declared_shapes(model), outputs)

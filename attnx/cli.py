@@ -1,0 +1,170 @@
+"""attnx command line: zoo | export | check | convert | plugins, and the steps not built yet."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from attnx.errors import AttnxError
+
+NOT_BUILT = {
+    "optimize": "graph passes (fusion, reassociation, retargeting) are not built yet: issue #3",
+    "build": "TensorRT engine building is not built yet: issue #4",
+    "bench": "benchmarks are not built yet: issues #3, #5 and #6",
+}
+
+
+def _cmd_zoo(args) -> int:
+    from attnx.models import ZOO
+
+    if args.json:
+        print(json.dumps([{"name": e.name, "description": e.description, "seed": e.seed} for e in ZOO.values()], indent=2))
+    else:
+        for e in ZOO.values():
+            print(f"{e.name:<16} {e.description}")
+    return 0
+
+
+def _export(model_ref: str, out: Path, args, progress) -> None:
+    from attnx.exporters import export
+    from attnx.models import load_model
+
+    with progress.step(f"export {model_ref} → {out} ({args.dtype}, opset {args.opset}, traced at batch "
+                       f"{args.batch}, seq {args.trace_len})"):
+        loaded = load_model(model_ref, batch=args.batch, seq_len=args.trace_len)
+        proto = export(loaded, out, dtype=args.dtype, opset=args.opset)
+        nodes = [n for n in proto.graph.node if n.domain == "attnx"]
+        progress.note(f"{len(nodes)} attnx node(s): {', '.join(sorted({n.op_type for n in nodes})) or 'none'}; "
+                      f"{len(proto.functions)} local function(s)")
+
+
+def _check(onnx_path: Path, model_ref: str | None, args, progress) -> int:
+    from attnx.check import check_parity, load_onnx
+    from attnx.models import load_model
+
+    if model_ref is None:
+        meta = {p.key: p.value for p in load_onnx(onnx_path).metadata_props}
+        model_ref = meta.get("attnx.model")
+        if model_ref is None:
+            raise AttnxError(f"{onnx_path} does not say which model it came from (no attnx.model metadata): "
+                             "pass --model")
+    seq_lens = args.seq_len or [1, 37, 300]
+    with progress.step(f"check {onnx_path} against {model_ref} in float64 at seq {', '.join(map(str, seq_lens))}"):
+        report = check_parity(onnx_path, load_model(model_ref), seq_lens=seq_lens, batch=args.batch,
+                              seed=args.seed, progress=progress.note)
+    print(report.to_text())
+    if args.json:
+        report.write_json(args.json)
+        progress.note(f"report written to {args.json}")
+    return 0 if report.passed else 1
+
+
+def _cmd_export(args) -> int:
+    from attnx.progress import Progress
+
+    _export(args.model, Path(args.output), args, Progress(1))
+    return 0
+
+
+def _cmd_check(args) -> int:
+    from attnx.progress import Progress
+
+    if args.backend != "ort":
+        raise AttnxError(f"backend {args.backend!r} is not available: {NOT_BUILT['build']}")
+    return _check(Path(args.file), args.model, args, Progress(1))
+
+
+def _cmd_convert(args) -> int:
+    from attnx.progress import Progress
+
+    progress = Progress(2)
+    out_dir = Path(args.output)
+    onnx_path = out_dir / f"{Path(args.model).stem if args.model.endswith('.py') else args.model}.onnx"
+    _export(args.model, onnx_path, args, progress)
+    args.json = args.json or out_dir / f"{onnx_path.stem}.parity.json"
+    return _check(onnx_path, args.model, args, progress)
+
+
+def _not_built(name: str):
+    def run(args) -> int:
+        raise AttnxError(f"attnx {name} is not available in this version: {NOT_BUILT[name]}")
+
+    return run
+
+
+def _add_export_options(p: argparse.ArgumentParser) -> None:
+    from attnx.exporters import DEFAULT_OPSET, DTYPES, OPSETS
+
+    p.add_argument("--dtype", choices=list(DTYPES), default="fp32", help="exported float dtype (default fp32)")
+    p.add_argument("--opset", type=int, choices=list(OPSETS), default=DEFAULT_OPSET,
+                   help="ONNX opset: 18, or 23 for softmax attention as ONNX Attention (default 18)")
+
+
+def _add_check_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--batch", type=int, default=2, help="batch size of the random inputs (default 2)")
+    p.add_argument("--seed", type=int, default=None, help="seed of the random inputs (default: fresh, printed)")
+    p.add_argument("--json", metavar="PATH", default=None, help="also write the report as JSON")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="attnx", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("zoo", help="list the built-in models")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=_cmd_zoo)
+
+    model_help = "a zoo name (see `attnx zoo`) or path/file.py:factory returning (module, example_inputs)"
+    p = sub.add_parser("export", help="export a model to ONNX in attnx form")
+    p.add_argument("model", help=model_help)
+    p.add_argument("-o", "--output", required=True, help="ONNX file to write")
+    p.add_argument("--seq-len", dest="trace_len", type=int, default=32,
+                   help="sequence length traced (>= 2; the exported sequence axis is dynamic; default 32)")
+    p.add_argument("--batch", type=int, default=2,
+                   help="batch traced (>= 2; the exported batch axis is dynamic; default 2)")
+    _add_export_options(p)
+    p.set_defaults(run=_cmd_export)
+
+    p = sub.add_parser("check", help="parity of an ONNX file against the eager model in float64")
+    p.add_argument("file", help="ONNX file")
+    p.add_argument("--model", default=None, help=model_help + " (default: the model named in the file)")
+    p.add_argument("--seq-len", type=int, action="append", help="a length to check; repeat (default 1, 37, 300)")
+    p.add_argument("--backend", choices=["ort", "trt"], default="ort", help="runtime to check (default ort)")
+    _add_check_options(p)
+    p.set_defaults(run=_cmd_check)
+
+    p = sub.add_parser("convert", help="export, then check (the whole path for one model)")
+    p.add_argument("model", nargs="?", default="linear-tiny", help=model_help + " (default linear-tiny)")
+    p.add_argument("-o", "--output", default="attnx-out", help="output folder (default attnx-out)")
+    p.add_argument("--seq-len", type=int, action="append", help="a length to check; repeat (default 1, 37, 300)")
+    _add_export_options(p)
+    _add_check_options(p)
+    p.set_defaults(run=_cmd_convert, trace_len=32)
+
+    try:
+        from attnx.plugins.cli import add_parser as add_plugins_parser
+    except ImportError:
+        pass
+    else:
+        add_plugins_parser(sub)
+
+    for name, why in NOT_BUILT.items():
+        p = sub.add_parser(name, help=f"not available yet ({why})", add_help=False)
+        p.add_argument("rest", nargs=argparse.REMAINDER)
+        p.set_defaults(run=_not_built(name))
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except AttnxError as exc:
+        print(f"attnx {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,98 @@
+"""torch → ONNX in attnx form: one custom node per attention call, local functions attached.
+
+`torch.onnx.export(dynamo=True)` with a translation per registered op (from the op registry),
+dynamic batch and sequence (checked afterwards: a silently static export is a known
+torch.export failure), a choice of dtype and opset.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import warnings
+from pathlib import Path
+
+import onnx
+import torch
+from onnxscript import values
+
+import attnx
+from attnx.errors import ExportError
+from attnx.exporters.functions import attach_local_functions
+from attnx.models.zoo import LoadedModel
+from attnx.ops import DOMAIN, REGISTRY, VERSION, register_onnx_schemas
+from attnx.ops.torch_ops import TORCH_OPS
+
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+OPSETS = (18, 23)  # 23: softmax attention as ONNX Attention, RoPE as RotaryEmbedding
+DEFAULT_OPSET = 18
+
+
+def _translation(spec):
+    """The onnxscript translation of one registered op: a single node in domain attnx."""
+    op = values.Opset(DOMAIN, VERSION)[spec.name]
+
+    def translate(*inputs, **attrs):
+        attrs = spec.resolve(attrs)
+        return op(*inputs, **{a.name: a.to_onnx(attrs[a.name]) for a in spec.attributes})
+
+    return translate
+
+
+def _dynamic_shapes(inputs):
+    batch, seq = torch.export.Dim("batch"), torch.export.Dim("seq")
+    return tuple({0: batch, 1: seq} if t.dim() >= 2 else {0: batch} for t in inputs)
+
+
+def _check_dynamic(model: onnx.ModelProto) -> None:
+    for inp in model.graph.input:
+        dims = inp.type.tensor_type.shape.dim
+        for axis in range(min(2, len(dims))):
+            if not dims[axis].dim_param:
+                raise ExportError(
+                    f"input {inp.name!r} axis {axis} came out static ({dims[axis].dim_value}) but must be "
+                    "dynamic (batch, sequence): torch.export specialised it; look for code that branches "
+                    "on that size or uses it as a Python int")
+
+
+def export(model: LoadedModel, path: str | Path, *, dtype: str = "fp32", opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
+    """LoadedModel → attnx-form ONNX file at `path`; returns the saved ModelProto."""
+    if dtype not in DTYPES:
+        raise ExportError(f"dtype {dtype!r} is not supported; expected one of {', '.join(DTYPES)}")
+    if opset not in OPSETS:
+        raise ExportError(f"opset {opset} is not supported; expected one of {', '.join(map(str, OPSETS))}")
+    register_onnx_schemas()
+    torch_dtype = DTYPES[dtype]
+    module = copy.deepcopy(model.module).to(torch_dtype).eval()
+    inputs = tuple(t.to(torch_dtype) if t.is_floating_point() else t for t in model.example_inputs)
+    for t in inputs:
+        if t.dim() >= 2 and t.shape[1] < 2 or t.shape[0] < 2:
+            raise ExportError(f"example inputs need batch >= 2 and sequence >= 2 so torch.export keeps "
+                              f"them dynamic, got shape {tuple(t.shape)}")
+    table = {TORCH_OPS[name]: _translation(spec) for name, spec in REGISTRY.items()}
+    quiet = logging.getLogger("torch.onnx")
+    level = quiet.level
+    try:
+        quiet.setLevel(logging.ERROR)  # per-run notes about torchvision ops that are not installed
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(
+                module, inputs, dynamo=True, opset_version=opset, custom_translation_table=table,
+                dynamic_shapes=_dynamic_shapes(inputs), input_names=model.input_names(), output_names=model.output_names, verbose=False,
+                optimize=True)
+    except Exception as exc:  # torch's exporter raises many types; keep its message
+        raise ExportError(f"torch.onnx.export failed for {model.name}: {exc}") from exc
+    finally:
+        quiet.setLevel(level)
+    proto = attach_local_functions(program.model_proto)
+    _check_dynamic(proto)
+    meta = {"attnx.version": attnx.__version__, "attnx.model": model.name, "attnx.dtype": dtype,
+            "attnx.export_seq_len": str(inputs[0].shape[1] if inputs[0].dim() >= 2 else 0)}
+    for key, value in meta.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.checker.check_model(proto)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(proto, path)
+    return proto

@@ -1,0 +1,58 @@
+"""Multi-head linear attention: one `attnx::LinearAttention` call per forward.
+
+The float64 definition is `attnx.ops.linear_attention.reference`; `step` is the same
+attention as an RNN (VARIANTS.md, "Attention as an RNN"): one token in, float32 state
+(S [B, H, D, E], z [B, H, D]) in and out, reproducing the causal forward token by token.
+Without `normalize` the heads are RMS-normalised instead (TransNormer's NormAttention).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from attnx.ops import linear_attention as spec
+from attnx.ops import torch_ops  # noqa: F401  (registers torch.ops.attnx.*)
+
+
+class LinearAttention(nn.Module):
+    """x [B, N, dim] → [B, N, dim]; attributes as in the LinearAttention op spec."""
+
+    def __init__(self, dim: int, heads: int, **attrs):
+        super().__init__()
+        self.attrs = spec.SPEC.resolve(attrs)
+        self.heads, self.head_dim = heads, dim // heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.out = nn.Linear(dim, dim)
+        self.norm = None if self.attrs["normalize"] else nn.RMSNorm(self.head_dim)
+
+    def forward(self, x):
+        q, k, v = self.qkv(x).unflatten(-1, (3, self.heads, self.head_dim)).permute(2, 0, 3, 1, 4)
+        y = torch.ops.attnx.linear_attention(q, k, v, **self.attrs)[0]
+        return self._merge(y.transpose(1, 2))
+
+    def _merge(self, y):
+        """y [B, N, H, E] → [B, N, dim]."""
+        if self.norm is not None:
+            y = self.norm(y)
+        return self.out(y.flatten(2))
+
+    def initial_state(self, batch: int, device=None):
+        d = self.head_dim
+        return (torch.zeros(batch, self.heads, d, d, device=device),
+                torch.zeros(batch, self.heads, d, device=device))
+
+    def step(self, x, state=None):
+        """One token x [B, dim] with state (S, z) → (y [B, dim], new state). Causal only."""
+        if not self.attrs["causal"]:
+            raise ValueError("LinearAttention.step: a non-causal attention has no token-by-token form")
+        s, z = state if state is not None else self.initial_state(x.shape[0], x.device)
+        q, k, v = self.qkv(x).unflatten(-1, (3, self.heads, self.head_dim)).unbind(1)   # [B, H, D]
+        phi = spec.FEATURE_MAPS[self.attrs["feature_map"]]
+        fq, fk = phi(q.to(s.dtype)), phi(k.to(s.dtype))
+        s = s + fk.unsqueeze(-1) * v.to(s.dtype).unsqueeze(-2)
+        z = z + fk
+        y = torch.einsum("bhd,bhde->bhe", fq, s)
+        if self.attrs["normalize"]:
+            y = y / ((fq * z).sum(-1, keepdim=True) + self.attrs["eps"])
+        return self._merge(y.to(x.dtype).unsqueeze(1)).squeeze(1), (s, z)

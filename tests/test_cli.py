@@ -1,0 +1,93 @@
+"""The command line end to end, as a user runs it."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from attnx.cli import main
+
+
+def run(*args):
+    """attnx in a subprocess, as installed: (exit code, stdout, stderr)."""
+    proc = subprocess.run([sys.executable, "-m", "attnx.cli", *args], capture_output=True, text=True, timeout=600)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def test_zoo_json_lists_the_models(capsys):
+    assert main(["zoo", "--json"]) == 0
+    names = [e["name"] for e in json.loads(capsys.readouterr().out)]
+    assert names == ["softmax-tiny", "linear-tiny"]
+
+
+def test_export_then_check_with_json(tmp_path):
+    onnx_path, report_path = tmp_path / "m.onnx", tmp_path / "r.json"
+    code, _, err = run("export", "linear-tiny", "-o", str(onnx_path))
+    assert code == 0, err
+    assert "2 attnx node(s): LinearAttention" in err and "done in" in err
+    code, out, err = run("check", str(onnx_path), "--model", "linear-tiny", "--seq-len", "1", "--seq-len", "37",
+                         "--seq-len", "300", "--json", str(report_path))
+    assert code == 0, out + err
+    assert "PASSED: 3 of 3" in out and out.count("✓") == 3
+    report = json.loads(report_path.read_text())
+    assert report["passed"] is True and report["backend"] == "onnxruntime-cpu"
+    assert report["inputs"] == {"input_ids": ["batch", "seq"]}
+    assert [o["seq_len"] for o in report["outputs"]] == [1, 37, 300]
+    for o in report["outputs"]:
+        assert set(o) >= {"name", "max_abs_err", "max_rel_err", "atol", "rtol", "passed"}
+        assert o["max_abs_err"] <= o["atol"]
+
+
+def test_convert_defaults_to_linear_tiny_and_passes(tmp_path):
+    code, out, err = run("convert", "-o", str(tmp_path / "out"))
+    assert code == 0, out + err
+    assert "[1/2] export linear-tiny" in err and "[2/2] check" in err and "PASSED" in out
+    assert json.loads((tmp_path / "out" / "linear-tiny.parity.json").read_text())["passed"]
+
+
+def test_check_takes_the_model_name_from_the_file(tmp_path, capsys):
+    path = tmp_path / "s.onnx"
+    assert main(["export", "softmax-tiny", "-o", str(path), "--opset", "23"]) == 0
+    assert main(["check", str(path), "--seq-len", "5", "--seed", "7"]) == 0
+    assert "softmax-tiny, fp32, seed 7" in capsys.readouterr().out
+
+
+def test_unknown_model_name_is_a_clear_error(tmp_path, capsys):
+    assert main(["export", "gpt-huge", "-o", str(tmp_path / "x.onnx")]) == 2
+    err = capsys.readouterr().err
+    assert "unknown model 'gpt-huge'" in err and "softmax-tiny, linear-tiny" in err and "path/file.py:factory" in err
+
+
+def test_malformed_onnx_file_is_a_clear_error(tmp_path, capsys):
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"this is not a protobuf \x00\xff\x13")
+    assert main(["check", str(bad), "--model", "linear-tiny"]) == 2
+    err = capsys.readouterr().err
+    assert "bad.onnx is not a readable ONNX model: expected a serialized ModelProto" in err
+    assert main(["check", str(tmp_path / "missing.onnx"), "--model", "linear-tiny"]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_wrong_rank_input_is_a_clear_error(tmp_path, capsys, exported):
+    """A file whose input rank differs from the model's: said plainly, not a runtime crash."""
+    _, path = exported("linear-tiny")
+    src = tmp_path / "rank3.py"
+    src.write_text("import torch\nfrom attnx.models import LinearAttention\n"
+                   "def build():\n    return LinearAttention(16, 2), (torch.randn(2, 9, 16),)\n")
+    assert main(["check", str(path), "--model", f"{src}:build"]) == 2
+    err = capsys.readouterr().err
+    assert "input 'input_ids': the ONNX file expects rank 2 ['batch', 'seq'], the model" in err
+    assert "takes rank 3 [2, 9, 16]" in err
+
+
+@pytest.mark.parametrize("command", ["optimize", "build", "bench"])
+def test_steps_not_built_yet_say_so(command, capsys):
+    assert main([command, "anything"]) == 2
+    assert f"attnx {command} is not available in this version" in capsys.readouterr().err
+
+
+def test_check_backend_trt_is_not_available_yet(tmp_path, capsys, exported):
+    _, path = exported("linear-tiny")
+    assert main(["check", str(path), "--backend", "trt"]) == 2
+    assert "backend 'trt' is not available" in capsys.readouterr().err
