@@ -12,7 +12,6 @@ from attnx.errors import AttnxError
 NOT_BUILT = {
     "optimize": "graph passes (fusion, reassociation, retargeting) are not built yet: issue #3",
     "build": "TensorRT engine building is not built yet: issue #4",
-    "bench": "benchmarks are not built yet: issues #3, #5 and #6",
 }
 
 
@@ -143,6 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_check_options(p)
     p.set_defaults(run=_cmd_convert, trace_len=32)
 
+    from attnx.bench import add_parser as add_bench_parser
+
+    add_bench_parser(sub)
     try:
         from attnx.plugins.cli import add_parser as add_plugins_parser
     except ImportError:

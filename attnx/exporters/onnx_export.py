@@ -39,20 +39,21 @@ def _translation(spec):
     return translate
 
 
-def _dynamic_shapes(inputs):
-    batch, seq = torch.export.Dim("batch"), torch.export.Dim("seq")
-    return tuple({0: batch, 1: seq} if t.dim() >= 2 else {0: batch} for t in inputs)
+def _dynamic_shapes(axes):
+    """torch.export Dims, one object per dimension name so inputs sharing a name share the Dim."""
+    dims = {name: torch.export.Dim(name) for per_input in axes for name in per_input.values()}
+    return tuple({axis: dims[name] for axis, name in per_input.items()} for per_input in axes)
 
 
-def _check_dynamic(model: onnx.ModelProto) -> None:
-    for inp in model.graph.input:
+def _check_dynamic(model: onnx.ModelProto, axes) -> None:
+    for inp, per_input in zip(model.graph.input, axes):
         dims = inp.type.tensor_type.shape.dim
-        for axis in range(min(2, len(dims))):
+        for axis, name in per_input.items():
             if not dims[axis].dim_param:
                 raise ExportError(
-                    f"input {inp.name!r} axis {axis} came out static ({dims[axis].dim_value}) but must be "
-                    "dynamic (batch, sequence): torch.export specialised it; look for code that branches "
-                    "on that size or uses it as a Python int")
+                    f"input {inp.name!r} axis {axis} ({name}) came out static ({dims[axis].dim_value}) but "
+                    "must be dynamic: torch.export specialised it; look for code that branches on that "
+                    "size or uses it as a Python int")
 
 
 def export(model: LoadedModel, path: str | Path, *, dtype: str = "fp32", opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
@@ -65,10 +66,11 @@ def export(model: LoadedModel, path: str | Path, *, dtype: str = "fp32", opset: 
     torch_dtype = DTYPES[dtype]
     module = copy.deepcopy(model.module).to(torch_dtype).eval()
     inputs = tuple(t.to(torch_dtype) if t.is_floating_point() else t for t in model.example_inputs)
-    for t in inputs:
-        if t.dim() >= 2 and t.shape[1] < 2 or t.shape[0] < 2:
-            raise ExportError(f"example inputs need batch >= 2 and sequence >= 2 so torch.export keeps "
-                              f"them dynamic, got shape {tuple(t.shape)}")
+    axes = model.axes()
+    for t, per_input in zip(inputs, axes):
+        if any(t.shape[axis] < 2 for axis in per_input):
+            raise ExportError(f"example inputs need batch >= 2 and sequence >= 2 (every dynamic axis: "
+                              f"{per_input}) so torch.export keeps them dynamic, got shape {tuple(t.shape)}")
     table = {TORCH_OPS[name]: _translation(spec) for name, spec in REGISTRY.items()}
     quiet = logging.getLogger("torch.onnx")
     level = quiet.level
@@ -78,14 +80,14 @@ def export(model: LoadedModel, path: str | Path, *, dtype: str = "fp32", opset: 
             warnings.simplefilter("ignore")
             program = torch.onnx.export(
                 module, inputs, dynamo=True, opset_version=opset, custom_translation_table=table,
-                dynamic_shapes=_dynamic_shapes(inputs), input_names=model.input_names(), output_names=model.output_names, verbose=False,
+                dynamic_shapes=_dynamic_shapes(axes), input_names=model.input_names(), output_names=model.output_names, verbose=False,
                 optimize=True)
     except Exception as exc:  # torch's exporter raises many types; keep its message
         raise ExportError(f"torch.onnx.export failed for {model.name}: {exc}") from exc
     finally:
         quiet.setLevel(level)
     proto = attach_local_functions(program.model_proto)
-    _check_dynamic(proto)
+    _check_dynamic(proto, axes)
     meta = {"attnx.version": attnx.__version__, "attnx.model": model.name, "attnx.dtype": dtype,
             "attnx.export_seq_len": str(inputs[0].shape[1] if inputs[0].dim() >= 2 else 0)}
     for key, value in meta.items():

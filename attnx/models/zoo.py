@@ -53,8 +53,19 @@ class LoadedModel:
     module: nn.Module
     example_inputs: tuple[torch.Tensor, ...]
     output_names: list[str] | None = None
+    # per input, {axis: dimension name} of the axes exported as dynamic; None: `[B, N, ...]`
+    dynamic_axes: tuple[dict[int, str], ...] | None = None
+    input_names_override: list[str] | None = None
+
+    def axes(self) -> tuple[dict[int, str], ...]:
+        """The dynamic axes of every input: declared, or batch at dim 0 and seq at dim 1."""
+        if self.dynamic_axes is not None:
+            return self.dynamic_axes
+        return tuple({0: "batch", 1: "seq"} if t.dim() >= 2 else {0: "batch"} for t in self.example_inputs)
 
     def input_names(self) -> list[str]:
+        if self.input_names_override is not None:
+            return self.input_names_override
         import inspect
 
         params = list(inspect.signature(self.module.forward).parameters)
