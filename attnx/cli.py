@@ -1,4 +1,4 @@
-"""attnx command line: zoo | export | check | convert | plugins, and the steps not built yet."""
+"""attnx command line: zoo | export | check | convert | generate | bench | plugins, and the steps not built yet."""
 
 from __future__ import annotations
 
@@ -26,17 +26,27 @@ def _cmd_zoo(args) -> int:
     return 0
 
 
-def _export(model_ref: str, out: Path, args, progress) -> None:
+def _export(model_ref: str, out: Path, args, progress, mode: str = "full") -> None:
+    import onnx
+
     from attnx.exporters import export
+    from attnx.exporters.stream import export_stream
     from attnx.models import load_model
 
-    with progress.step(f"export {model_ref} → {out} ({args.dtype}, opset {args.opset}, traced at batch "
+    with progress.step(f"export {model_ref} ({mode}) → {out} ({args.dtype}, opset {args.opset}, traced at batch "
                        f"{args.batch}, seq {args.trace_len})"):
         loaded = load_model(model_ref, batch=args.batch, seq_len=args.trace_len)
-        proto = export(loaded, out, dtype=args.dtype, opset=args.opset)
-        nodes = [n for n in proto.graph.node if n.domain == "attnx"]
-        progress.note(f"{len(nodes)} attnx node(s): {', '.join(sorted({n.op_type for n in nodes})) or 'none'}; "
-                      f"{len(proto.functions)} local function(s)")
+        if mode == "full":
+            written = {"full": out}
+            export(loaded, out, dtype=args.dtype, opset=args.opset)
+        else:
+            written = export_stream(loaded, out, mode, dtype=args.dtype, opset=args.opset)
+        for graph_mode, path in written.items():
+            proto = onnx.load(path, load_external_data=False)
+            nodes = [n for n in proto.graph.node if n.domain == "attnx"]
+            progress.note(f"{graph_mode}: {path}: {len(nodes)} attnx node(s): "
+                          f"{', '.join(sorted({n.op_type for n in nodes})) or 'none'}; "
+                          f"{len(proto.functions)} local function(s)")
 
 
 def _check(onnx_path: Path, model_ref: str | None, args, progress) -> int:
@@ -63,7 +73,7 @@ def _check(onnx_path: Path, model_ref: str | None, args, progress) -> int:
 def _cmd_export(args) -> int:
     from attnx.progress import Progress
 
-    _export(args.model, Path(args.output), args, Progress(1))
+    _export(args.model, Path(args.output), args, Progress(1), mode=args.mode)
     return 0
 
 
@@ -72,7 +82,61 @@ def _cmd_check(args) -> int:
 
     if args.backend != "ort":
         raise AttnxError(f"backend {args.backend!r} is not available: {NOT_BUILT['build']}")
+    if args.mode == "stream":
+        return _check_stream(args)
+    if args.file is None:
+        raise AttnxError("check needs an ONNX FILE (or --mode stream, which exports its own graphs)")
     return _check(Path(args.file), args.model, args, Progress(1))
+
+
+def _check_stream(args) -> int:
+    import tempfile
+
+    from attnx.check.stream import check_stream
+    from attnx.exporters.stream import stream_paths
+    from attnx.models import load_model
+    from attnx.progress import Progress
+
+    if args.model is None:
+        raise AttnxError("--mode stream needs --model MODEL: the eager model is the reference")
+    with tempfile.TemporaryDirectory(prefix="attnx-stream-") as tmp:
+        progress = Progress(1 if args.file else 2)
+        if args.file:
+            paths = stream_paths(args.file, "both")
+        else:
+            args.trace_len = 32
+            _export(args.model, Path(tmp) / "model.onnx", args, progress, mode="both")
+            paths = stream_paths(Path(tmp) / "model.onnx", "both")
+        prompts = args.seq_len or [1, 37]
+        with progress.step(f"stream check {args.model}: prefill {', '.join(map(str, prompts))} then "
+                           f"{args.new_tokens} decode steps, against the full model in float64"):
+            reports = check_stream(load_model(args.model), paths["prefill"], paths["decode"], prompt_lens=prompts,
+                                   new_tokens=args.new_tokens, batch=args.batch, seed=args.seed,
+                                   progress=progress.note)
+    for report in reports:
+        print(report.to_text())
+    passed = all(r.passed for r in reports)
+    if args.json:
+        Path(args.json).write_text(json.dumps({"passed": passed, "mode": "stream",
+                                               "reports": [r.to_json() for r in reports]}, indent=2) + "\n")
+    return 0 if passed else 1
+
+
+def _cmd_generate(args) -> int:
+    import tempfile
+
+    from attnx.generate import generate
+    from attnx.models import load_model
+    from attnx.progress import Progress
+
+    progress = Progress(1)
+    with tempfile.TemporaryDirectory(prefix="attnx-generate-") as tmp:
+        with progress.step(f"export {args.model} prefill and decode graphs, then decode {args.new_tokens} tokens "
+                           f"greedily in ONNX Runtime"):
+            result = generate(load_model(args.model), tmp, prompt_len=args.prompt_len, new_tokens=args.new_tokens,
+                              backend=args.backend, dtype=args.dtype, opset=args.opset, seed=args.seed)
+    print(result.summary())
+    return 0
 
 
 def _cmd_convert(args) -> int:
@@ -123,13 +187,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="sequence length traced (>= 2; the exported sequence axis is dynamic; default 32)")
     p.add_argument("--batch", type=int, default=2,
                    help="batch traced (>= 2; the exported batch axis is dynamic; default 2)")
+    p.add_argument("--mode", choices=["full", "prefill", "decode", "both"], default="full",
+                   help="the whole model, or the streaming graphs (both: FILE's stem + .prefill/.decode.onnx)")
     _add_export_options(p)
     p.set_defaults(run=_cmd_export)
 
     p = sub.add_parser("check", help="parity of an ONNX file against the eager model in float64")
-    p.add_argument("file", help="ONNX file")
+    p.add_argument("file", nargs="?", default=None,
+                   help="ONNX file (--mode stream: the FILE given to `export --mode both`; omitted: exported afresh)")
     p.add_argument("--model", default=None, help=model_help + " (default: the model named in the file)")
-    p.add_argument("--seq-len", type=int, action="append", help="a length to check; repeat (default 1, 37, 300)")
+    p.add_argument("--mode", choices=["full", "stream"], default="full",
+                   help="full: the file vs the eager model; stream: prefill then decode vs the full model")
+    p.add_argument("--seq-len", type=int, action="append",
+                   help="a length to check (stream: a prompt length); repeat (default 1, 37, 300; stream 1, 37)")
+    p.add_argument("--new-tokens", type=int, default=8, help="decode steps after each prompt (stream; default 8)")
+    _add_export_options(p)  # stream without FILE exports its graphs first
     p.add_argument("--backend", choices=["ort", "trt"], default="ort", help="runtime to check (default ort)")
     _add_check_options(p)
     p.set_defaults(run=_cmd_check)
@@ -141,6 +213,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_export_options(p)
     _add_check_options(p)
     p.set_defaults(run=_cmd_convert, trace_len=32)
+
+    p = sub.add_parser("generate", help="greedy decoding with the prefill and decode graphs in ONNX Runtime")
+    p.add_argument("model", nargs="?", default="linear-tiny", help="a causal zoo language model (default linear-tiny)")
+    p.add_argument("--prompt-len", type=int, default=16, help="random prompt length (default 16)")
+    p.add_argument("--new-tokens", type=int, default=32, help="tokens to generate (default 32)")
+    p.add_argument("--backend", choices=["ort", "trt"], default="ort")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random prompt (default 0)")
+    _add_export_options(p)
+    p.set_defaults(run=_cmd_generate)
 
     from attnx.bench import add_parser as add_bench_parser
 

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import importlib
 
-BENCHMARKS: dict[str, str] = {}  # name → module in attnx.bench
+BENCHMARKS: dict[str, str] = {  # name → module in attnx.bench
+    "stream": "stream",
+}
 
 
 def add_parser(subparsers) -> None:

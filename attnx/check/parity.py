@@ -9,15 +9,18 @@ from typing import Callable, Sequence
 import onnx
 import torch
 from polygraphy.backend.onnxrt import OnnxrtRunner, SessionFromOnnx
-from polygraphy.comparator import Comparator, SimpleCompareFunc
+from polygraphy.comparator import Comparator
 from polygraphy.logger import G_LOGGER
 
+from attnx.check.compare import compare_func
 from attnx.check.data import random_inputs
 from attnx.check.report import OutputResult, ParityReport
 from attnx.check.runners import EagerFloat64Runner
 from attnx.check.tolerances import TOLERANCES
 from attnx.errors import BackendUnavailableError, InputError, OnnxFileError
+from attnx.exporters.functions import verify_local_functions
 from attnx.models.zoo import LoadedModel
+from attnx.ops import register_onnx_schemas
 
 DEFAULT_SEQ_LENS = (1, 37, 300)
 _ONNX_DTYPE = {onnx.TensorProto.FLOAT: "fp32", onnx.TensorProto.FLOAT16: "fp16", onnx.TensorProto.BFLOAT16: "bf16"}
@@ -35,13 +38,15 @@ def load_onnx(path: str | Path) -> onnx.ModelProto:
                             f"the parser said: {exc}") from exc
     if not model.graph.node:
         raise OnnxFileError(f"{path} holds no graph nodes: expected an exported model")
-    from attnx.ops import register_onnx_schemas
-
     register_onnx_schemas()
     try:
         onnx.checker.check_model(model)
     except onnx.checker.ValidationError as exc:
         raise OnnxFileError(f"{path} fails the ONNX checker: {exc}") from exc
+    try:
+        verify_local_functions(model)
+    except OnnxFileError as exc:
+        raise OnnxFileError(f"{path}: {exc}") from exc
     return model
 
 
@@ -106,7 +111,7 @@ def check_parity(onnx_path: str | Path, loaded: LoadedModel, *, seq_lens: Sequen
         # (onnxrt, eager): relative errors are taken against the float64 reference
         accuracy = Comparator.compare_accuracy(
             results, comparisons=[(0, 1)],
-            compare_func=SimpleCompareFunc(atol=tol.atol, rtol=tol.rtol, check_error_stat="elemwise"))
+            compare_func=compare_func(tol))
     iterations = next(iter(accuracy[0].values()))
     for n, it_result, ort_out in zip(seq_lens, iterations, results[0][1]):
         for name in output_names:

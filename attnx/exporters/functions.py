@@ -69,7 +69,36 @@ def attach_local_functions(model: onnx.ModelProto) -> onnx.ModelProto:
         if key not in have:
             model.functions.append(spec.function_body(attrs, len(node.input), len(node.output), opset))
             have.add(key)
+    used = {(n.domain, n.op_type, n.overload) for n in model.graph.node}
+    stale = [f for f in model.functions if f.domain == DOMAIN and (f.domain, f.name, f.overload) not in used]
+    for f in stale:  # a node re-attached with new attributes leaves its old specialisation unused
+        model.functions.remove(f)
     if not any(imp.domain == DOMAIN for imp in model.opset_import):
         model.opset_import.append(helper.make_opsetid(DOMAIN, VERSION))
     model.ir_version = max(model.ir_version, MIN_IR_VERSION)
     return model
+
+
+def verify_local_functions(model: onnx.ModelProto) -> None:
+    """Refuse attnx nodes whose attributes disagree with the function they name.
+
+    A function body is specialised to its node's attributes, so an attribute edited after
+    export would otherwise be silently ignored.
+    """
+    have = {(f.domain, f.name, f.overload) for f in model.functions}
+    for node in model.graph.node:
+        if node.domain != DOMAIN:
+            continue
+        spec = get_spec(node.op_type)
+        try:
+            expected = spec.overload(node_attributes(node), len([i for i in node.input if i]), len(node.output))
+        except Exception as exc:
+            raise OnnxFileError(f"node {node.name!r} ({node.op_type}): {exc}") from exc
+        if node.overload != expected:
+            raise OnnxFileError(
+                f"node {node.name!r} ({node.op_type}) names function overload {node.overload!r} but its attributes "
+                f"and arity call for {expected!r}: the graph was edited after export; run "
+                "attnx.exporters.attach_local_functions on it")
+        if (node.domain, node.op_type, node.overload) not in have:
+            raise OnnxFileError(f"node {node.name!r} ({node.op_type}) names function overload {node.overload!r}, "
+                                "which the model does not contain")

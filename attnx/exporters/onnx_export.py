@@ -8,6 +8,7 @@ torch.export failure), a choice of dtype and opset.
 from __future__ import annotations
 
 import copy
+import inspect
 import logging
 import warnings
 from pathlib import Path
@@ -39,10 +40,18 @@ def _translation(spec):
     return translate
 
 
-def _dynamic_shapes(axes):
-    """torch.export Dims, one object per dimension name so inputs sharing a name share the Dim."""
+def _dynamic_shapes(module, axes):
+    """torch.export Dims, one object per dimension name so inputs sharing a name share the Dim.
+
+    torch.export wants the structure of forward's signature: inputs taken by `*args` nest.
+    """
     dims = {name: torch.export.Dim(name) for per_input in axes for name in per_input.values()}
-    return tuple({axis: dims[name] for axis, name in per_input.items()} for per_input in axes)
+    shapes = [{axis: dims[name] for axis, name in per_input.items()} for per_input in axes]
+    params = list(inspect.signature(module.forward).parameters.values())
+    for i, p in enumerate(params):
+        if p.kind is inspect.Parameter.VAR_POSITIONAL:
+            return (*shapes[:i], tuple(shapes[i:]))
+    return tuple(shapes)
 
 
 def _check_dynamic(model: onnx.ModelProto, axes) -> None:
@@ -56,8 +65,12 @@ def _check_dynamic(model: onnx.ModelProto, axes) -> None:
                     "size or uses it as a Python int")
 
 
-def export(model: LoadedModel, path: str | Path, *, dtype: str = "fp32", opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
-    """LoadedModel → attnx-form ONNX file at `path`; returns the saved ModelProto."""
+def export(model: LoadedModel, path: str | Path, *, dtype: str = "fp32", opset: int = DEFAULT_OPSET,
+           mode: str = "full") -> onnx.ModelProto:
+    """LoadedModel → attnx-form ONNX file at `path`; returns the saved ModelProto.
+
+    `mode` (full, prefill, decode) is recorded in the file's metadata with the model's name.
+    """
     if dtype not in DTYPES:
         raise ExportError(f"dtype {dtype!r} is not supported; expected one of {', '.join(DTYPES)}")
     if opset not in OPSETS:
@@ -80,7 +93,7 @@ def export(model: LoadedModel, path: str | Path, *, dtype: str = "fp32", opset: 
             warnings.simplefilter("ignore")
             program = torch.onnx.export(
                 module, inputs, dynamo=True, opset_version=opset, custom_translation_table=table,
-                dynamic_shapes=_dynamic_shapes(axes), input_names=model.input_names(), output_names=model.output_names, verbose=False,
+                dynamic_shapes=_dynamic_shapes(module, axes), input_names=model.input_names(), output_names=model.output_names, verbose=False,
                 optimize=True)
     except Exception as exc:  # torch's exporter raises many types; keep its message
         raise ExportError(f"torch.onnx.export failed for {model.name}: {exc}") from exc
@@ -88,7 +101,7 @@ def export(model: LoadedModel, path: str | Path, *, dtype: str = "fp32", opset: 
         quiet.setLevel(level)
     proto = attach_local_functions(program.model_proto)
     _check_dynamic(proto, axes)
-    meta = {"attnx.version": attnx.__version__, "attnx.model": model.name, "attnx.dtype": dtype,
+    meta = {"attnx.version": attnx.__version__, "attnx.model": model.name, "attnx.mode": mode, "attnx.dtype": dtype,
             "attnx.export_seq_len": str(inputs[0].shape[1] if inputs[0].dim() >= 2 else 0)}
     for key, value in meta.items():
         entry = proto.metadata_props.add()

@@ -26,10 +26,40 @@ class LinearAttention(nn.Module):
         self.out = nn.Linear(dim, dim)
         self.norm = None if self.attrs["normalize"] else nn.RMSNorm(self.head_dim)
 
+    def _heads(self, x):
+        """x [B, N, dim] → q, k, v [B, H, N, D]."""
+        return self.qkv(x).unflatten(-1, (3, self.heads, self.head_dim)).permute(2, 0, 3, 1, 4)
+
     def forward(self, x):
-        q, k, v = self.qkv(x).unflatten(-1, (3, self.heads, self.head_dim)).permute(2, 0, 3, 1, 4)
-        y = torch.ops.attnx.linear_attention(q, k, v, **self.attrs)[0]
+        y = torch.ops.attnx.linear_attention(*self._heads(x), **self.attrs)[0]
         return self._merge(y.transpose(1, 2))
+
+    @property
+    def causal(self) -> bool:
+        return self.attrs["causal"]
+
+    # Streaming (prefill, then decode one token at a time) carries the float32 state (S, z).
+    state_names = ("state_s", "state_z")
+    state_axes = ({0: "batch"}, {0: "batch"})
+
+    def prefill(self, x):
+        """x [B, N, dim] → (y [B, N, dim], (S [B, H, D, D], z [B, H, D]))."""
+        self._require_causal("prefill")
+        y, s, z = torch.ops.attnx.linear_attention(*self._heads(x), **self.attrs)
+        return self._merge(y.transpose(1, 2)), (s, z)
+
+    def decode(self, x, state):
+        """One token x [B, 1, dim] after the tokens summed in state → (y [B, 1, dim], next state)."""
+        self._require_causal("decode")
+        # one query over the state and its own key: causal and non-causal agree, and the
+        # non-causal form needs no chunk padding
+        attrs = dict(self.attrs, causal=False)
+        y, s, z = torch.ops.attnx.linear_attention(*self._heads(x), *state, **attrs)
+        return self._merge(y.transpose(1, 2)), (s, z)
+
+    def _require_causal(self, what: str) -> None:
+        if not self.attrs["causal"]:
+            raise ValueError(f"LinearAttention.{what}: a non-causal attention has no token-by-token form")
 
     def _merge(self, y):
         """y [B, N, H, E] → [B, N, dim]."""
@@ -44,10 +74,9 @@ class LinearAttention(nn.Module):
 
     def step(self, x, state=None):
         """One token x [B, dim] with state (S, z) → (y [B, dim], new state). Causal only."""
-        if not self.attrs["causal"]:
-            raise ValueError("LinearAttention.step: a non-causal attention has no token-by-token form")
+        self._require_causal("step")
         s, z = state if state is not None else self.initial_state(x.shape[0], x.device)
-        q, k, v = self.qkv(x).unflatten(-1, (3, self.heads, self.head_dim)).unbind(1)   # [B, H, D]
+        q, k, v = self._heads(x.unsqueeze(1)).squeeze(3)   # [B, H, D] each
         phi = spec.FEATURE_MAPS[self.attrs["feature_map"]]
         fq, fk = phi(q.to(s.dtype)), phi(k.to(s.dtype))
         s = s + fk.unsqueeze(-1) * v.to(s.dtype).unsqueeze(-2)

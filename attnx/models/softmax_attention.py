@@ -64,6 +64,26 @@ class SoftmaxAttention(nn.Module):
         return q, k, v
 
     def forward(self, x):
+        return self.prefill(x)[0]
+
+    # Streaming carries a key/value cache that grows by one position per decoded token.
+    state_names = ("key", "value")
+    state_axes = ({0: "batch", 2: "past"}, {0: "batch", 2: "past"})
+
+    def prefill(self, x):
+        """x [B, N, dim] → (y [B, N, dim], (keys, values) [B, H, N, D])."""
         q, k, v = self.project(x)
         y = nn.functional.scaled_dot_product_attention(q, k, v, is_causal=self.causal, scale=self.scale)
-        return self.out(y.transpose(1, 2).flatten(2))
+        return self.out(y.transpose(1, 2).flatten(2)), (k, v)
+
+    def decode(self, x, state):
+        """One token x [B, 1, dim] after T cached positions [B, H, T, D] → (y [B, 1, dim], cache of T + 1)."""
+        if not self.causal:
+            raise ValueError("SoftmaxAttention.decode: a non-causal attention has no token-by-token form")
+        past_k, past_v = state
+        q, k, v = self.qkv(x).unflatten(-1, (3, self.heads, self.head_dim)).permute(2, 0, 3, 1, 4)
+        k, v = torch.cat([past_k, k], dim=2), torch.cat([past_v, v], dim=2)
+        if self.scale_mode == "log_n":  # the new token sees T + 1 keys: the last row of the causal column
+            q = q * length_scale(k.shape[2], causal=True, n_train=self.n_train, dtype=q.dtype, device=q.device)[-1:]
+        y = nn.functional.scaled_dot_product_attention(q, k, v, scale=self.scale)
+        return self.out(y.transpose(1, 2).flatten(2)), (k, v)

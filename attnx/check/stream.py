@@ -1,0 +1,121 @@
+"""Streaming parity: prefill on n tokens, then m decode steps, equals the full model on n + m.
+
+Checked at every position, for two runs of the same prompt: the eager model streaming in
+float64 (the prefill/decode logic itself: only summation order differs from the full run,
+so it is held to 1e-9) and the exported prefill and decode graphs in ONNX Runtime (held to
+the file's dtype tolerance). The reference for both is the full eager model in float64.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from polygraphy.backend.onnxrt import SessionFromOnnx
+from polygraphy.logger import G_LOGGER
+
+from attnx.check.compare import compare
+from attnx.check.parity import load_onnx, model_dtype
+from attnx.check.report import OutputResult, ParityReport
+from attnx.check.tolerances import TOLERANCES, Tolerance
+from attnx.errors import BackendUnavailableError, InputError
+from attnx.models.streaming import Decode, Prefill, streamable
+from attnx.models.zoo import LoadedModel
+
+FLOAT64_STREAM = Tolerance(atol=1e-9, rtol=1e-9)
+
+
+def past_names(present_names: Sequence[str]) -> list[str]:
+    return [n.replace("present.", "past.", 1) for n in present_names]
+
+
+def stream_eager(lm, ids: torch.Tensor, prompt_len: int) -> np.ndarray:
+    """Logits [B, n + m, V] from prefill on ids[:, :n] and one decode step per later token."""
+    prefill, decode = Prefill(lm), Decode(lm)
+    with torch.no_grad():
+        out = prefill(ids[:, :prompt_len])
+        logits, states = [out[0]], out[1:]
+        for t in range(prompt_len, ids.shape[1]):
+            out = decode(ids[:, t:t + 1], *states)
+            logits.append(out[0])
+            states = out[1:]
+    return torch.cat(logits, 1).double().numpy()
+
+
+class OrtStream:
+    """The prefill and decode graphs in ONNX Runtime (CPU), states handed from one to the next."""
+
+    def __init__(self, prefill_path: str | Path, decode_path: str | Path):
+        self.prefill = SessionFromOnnx(str(prefill_path), providers=["cpu"])()
+        self.decode = SessionFromOnnx(str(decode_path), providers=["cpu"])()
+        self.state_names = past_names([o.name for o in self.prefill.get_outputs()][1:])
+        expected = [i.name for i in self.decode.get_inputs()][1:]
+        if expected != self.state_names:
+            raise InputError(f"{decode_path} takes states {expected}, but {prefill_path} gives "
+                             f"{self.state_names}: not a prefill/decode pair of one model")
+
+    def start(self, prompt: np.ndarray):
+        logits, *states = self.prefill.run(None, {"input_ids": prompt})
+        return logits, dict(zip(self.state_names, states))
+
+    def step(self, token: np.ndarray, states: dict):
+        logits, *next_states = self.decode.run(None, {"input_ids": token, **states})
+        return logits, dict(zip(self.state_names, next_states))
+
+    def run(self, ids: np.ndarray, prompt_len: int) -> np.ndarray:
+        logits, states = self.start(ids[:, :prompt_len])
+        out = [logits]
+        for t in range(prompt_len, ids.shape[1]):
+            logits, states = self.step(ids[:, t:t + 1], states)
+            out.append(logits)
+        return np.concatenate(out, 1)
+
+
+def _rows(got: np.ndarray, ref: np.ndarray, prompt_len: int, tol: Tolerance) -> list[OutputResult]:
+    """One row for the prompt's positions, then one per decoded position."""
+    spans = [(0, prompt_len, f"logits[:{prompt_len}]")]
+    spans += [(t, t + 1, f"logits[{t}]") for t in range(prompt_len, ref.shape[1])]
+    rows = []
+    for start, end, label in spans:
+        r = compare({"logits": got[:, start:end]}, {"logits": ref[:, start:end]}, tol)["logits"]
+        rows.append(OutputResult(label, end, list(got[:, start:end].shape), float(r.max_absdiff),
+                                 float(r.max_reldiff), tol.atol, tol.rtol, bool(r)))
+    return rows
+
+
+def check_stream(loaded: LoadedModel, prefill_path: str | Path, decode_path: str | Path, *,
+                 prompt_lens: Sequence[int] = (1, 37), new_tokens: int = 8, batch: int = 2,
+                 seed: int | None = None, progress: Callable[[str], None] = lambda msg: None) -> list[ParityReport]:
+    """[eager float64 stream report, ONNX Runtime stream report] against the full float64 model."""
+    dtype = model_dtype(load_onnx(prefill_path))
+    load_onnx(decode_path)
+    if dtype == "bf16":
+        raise BackendUnavailableError("ONNX Runtime's CPU provider has no bfloat16 kernels; a bf16 stream "
+                                      "needs a GPU backend")
+    if min(prompt_lens) < 1 or new_tokens < 1 or batch < 1:
+        raise InputError(f"prompt lengths, new tokens and batch must be >= 1, got {list(prompt_lens)}, "
+                         f"{new_tokens}, {batch}")
+    lm64 = copy.deepcopy(streamable(loaded)).double().eval()
+    with G_LOGGER.verbosity(G_LOGGER.ERROR):
+        ort_stream = OrtStream(prefill_path, decode_path)
+    seed = int.from_bytes(os.urandom(4), "little") if seed is None else seed
+    generator = torch.Generator().manual_seed(seed)
+    eager_rows, ort_rows = [], []
+    for n in prompt_lens:
+        ids = torch.randint(0, lm64.vocab_size, (batch, n + new_tokens), generator=generator)
+        with torch.no_grad():
+            full = lm64(ids).numpy()
+        eager_rows += _rows(stream_eager(lm64, ids, n), full, n, FLOAT64_STREAM)
+        ort_rows += _rows(ort_stream.run(ids.numpy(), n), full, n, TOLERANCES[dtype])
+        progress(f"prompt {n} + {new_tokens} decode steps: "
+                 f"{'ok' if all(r.passed for r in eager_rows + ort_rows) else 'MISMATCH'}")
+    shapes = {"input_ids": ["batch", "seq"]}
+    label = f"prefill {', '.join(map(str, prompt_lens))} + decode {new_tokens}"
+    return [ParityReport(loaded.name, str(prefill_path), f"eager-float64 stream ({label})", "eager-float64 full",
+                         "fp64", seed, shapes, eager_rows),
+            ParityReport(loaded.name, f"{prefill_path} + {decode_path}", f"onnxruntime-cpu stream ({label})",
+                         "eager-float64 full", dtype, seed, shapes, ort_rows)]

@@ -1,0 +1,62 @@
+"""Greedy generation with the prefill and decode graphs: the deployment loop, measured."""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from polygraphy.logger import G_LOGGER
+
+from attnx.check.stream import OrtStream
+from attnx.errors import BackendUnavailableError
+from attnx.exporters.stream import export_stream
+from attnx.models.zoo import LoadedModel
+
+
+@dataclasses.dataclass
+class Generation:
+    prompt: list[int]
+    tokens: list[int]
+    prefill_ms: float
+    decode_ms: list[float]  # one per generated token after the first
+    state_bytes: int        # all states after the last step
+
+    def summary(self) -> str:
+        lines = [f"prompt ({len(self.prompt)} tokens): {self.prompt[:16]}{' …' if len(self.prompt) > 16 else ''}",
+                 f"generated ({len(self.tokens)} tokens): {self.tokens}",
+                 f"prefill: {self.prefill_ms:.2f} ms for {len(self.prompt)} tokens"]
+        if self.decode_ms:
+            ordered = sorted(self.decode_ms)
+            p90 = ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))]
+            lines.append(f"decode: median {statistics.median(self.decode_ms):.3f} ms/token, p90 {p90:.3f} ms, "
+                         f"over {len(self.decode_ms)} steps")
+        lines.append(f"state after {len(self.prompt) + len(self.tokens) - 1} positions: "
+                     f"{self.state_bytes / 1024:.1f} KiB")
+        return "\n".join(lines)
+
+
+def generate(loaded: LoadedModel, work_dir: str | Path, *, prompt_len: int = 16, new_tokens: int = 32,
+             backend: str = "ort", dtype: str = "fp32", opset: int = 18, seed: int = 0) -> Generation:
+    """Export prefill and decode graphs into work_dir, then decode greedily in ONNX Runtime."""
+    if backend != "ort":
+        raise BackendUnavailableError(f"backend {backend!r} is not available: TensorRT engines are not built "
+                                      "by this version (issue #4); use --backend ort")
+    paths = export_stream(loaded, Path(work_dir) / f"{loaded.name}.onnx", "both", dtype=dtype, opset=opset)
+    with G_LOGGER.verbosity(G_LOGGER.ERROR):
+        stream = OrtStream(paths["prefill"], paths["decode"])
+    generator = torch.Generator().manual_seed(seed)
+    prompt = torch.randint(0, loaded.module.vocab_size, (1, prompt_len), generator=generator).numpy()
+    start = time.perf_counter()
+    logits, states = stream.start(prompt)
+    prefill_ms = (time.perf_counter() - start) * 1e3
+    tokens, decode_ms = [int(logits[0, -1].argmax())], []
+    for _ in range(new_tokens - 1):
+        start = time.perf_counter()
+        logits, states = stream.step(np.array([[tokens[-1]]], dtype=np.int64), states)
+        decode_ms.append((time.perf_counter() - start) * 1e3)
+        tokens.append(int(logits[0, -1].argmax()))
+    return Generation(prompt[0].tolist(), tokens, prefill_ms, decode_ms, sum(v.nbytes for v in states.values()))

@@ -1,0 +1,123 @@
+"""Prefill then decode equals the full model, in eager float64 and in ONNX Runtime.
+
+Tolerances: the float64 stream only reorders sums, so it is held to 1e-9; the ONNX Runtime
+stream runs the fp32 files and is held to the fp32 parity tolerance (atol 1e-4, rtol 1e-3).
+"""
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from attnx.check.stream import check_stream, stream_eager
+from attnx.cli import main
+from attnx.errors import BackendUnavailableError, InputError, ModelNotFoundError, OnnxFileError
+from attnx.exporters import attach_local_functions
+from attnx.exporters.stream import export_stream, stream_paths
+from attnx.generate import generate
+from attnx.models import ZOO, load_model
+from attnx.models.zoo import LoadedModel
+
+CAUSAL_LMS = [name for name in ZOO if name in ("linear-tiny", "softmax-tiny")]
+
+
+@pytest.fixture(scope="session")
+def stream_files(tmp_path_factory):
+    cache = {}
+
+    def get(name):
+        if name not in cache:
+            cache[name] = export_stream(load_model(name), tmp_path_factory.mktemp("stream") / f"{name}.onnx", "both")
+        return cache[name]
+
+    return get
+
+
+@pytest.mark.parametrize("name", CAUSAL_LMS)
+@pytest.mark.parametrize("prompt_len", [1, 37, 63])  # 63 + 4 steps crosses linear-tiny's 64-token chunk
+def test_eager_stream_equals_full_model_at_every_position(name, prompt_len, rng):
+    lm = load_model(name).module.double()
+    ids = torch.randint(0, lm.vocab_size, (2, prompt_len + 4), generator=rng)
+    with torch.no_grad():
+        full = lm(ids).numpy()
+    np.testing.assert_allclose(stream_eager(lm, ids, prompt_len), full, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("name", CAUSAL_LMS)
+def test_onnxruntime_stream_passes_for_every_causal_zoo_model(name, stream_files):
+    paths = stream_files(name)
+    eager, onnxrt = check_stream(load_model(name), paths["prefill"], paths["decode"], prompt_lens=(1, 37, 63),
+                                 new_tokens=4)
+    assert eager.passed, eager.to_text()
+    assert onnxrt.passed, onnxrt.to_text()
+    assert [o.seq_len for o in onnxrt.outputs[:5]] == [1, 2, 3, 4, 5]  # the prompt, then every position
+
+
+def test_linear_decode_graph_carries_the_state_through_linear_attention(stream_files):
+    decode = onnx.load(stream_files("linear-tiny")["decode"])
+    nodes = [n for n in decode.graph.node if n.domain == "attnx"]
+    assert len(nodes) == 2 and all(len(n.input) == 5 and len(n.output) == 3 for n in nodes)
+    names = [i.name for i in decode.graph.input]
+    assert names == ["input_ids", "past.0.state_s", "past.0.state_z", "past.1.state_s", "past.1.state_z"]
+    assert all(i.type.tensor_type.elem_type == onnx.TensorProto.FLOAT for i in decode.graph.input[1:])
+
+
+def test_a_broken_decode_graph_fails_the_stream_check(stream_files, tmp_path):
+    paths = stream_files("linear-tiny")
+    model = onnx.load(paths["decode"])
+    for node in model.graph.node:
+        if node.domain == "attnx":
+            for a in node.attribute:
+                if a.name == "eps":
+                    a.f = 1.0  # a wrong denominator: only decode steps can see it
+    stale = tmp_path / "stale.decode.onnx"
+    onnx.save(model, stale)
+    with pytest.raises(OnnxFileError, match="names function overload .* but its attributes .* call for"):
+        check_stream(load_model("linear-tiny"), paths["prefill"], stale)
+    bad = tmp_path / "bad.decode.onnx"
+    onnx.save(attach_local_functions(model), bad)
+    _, onnxrt = check_stream(load_model("linear-tiny"), paths["prefill"], bad, prompt_lens=(5,), new_tokens=2)
+    assert [o.passed for o in onnxrt.outputs] == [True, False, False]
+
+
+def test_prefill_and_decode_of_different_models_are_refused(stream_files):
+    with pytest.raises(InputError, match="not a prefill/decode pair"):
+        check_stream(load_model("linear-tiny"), stream_files("linear-tiny")["prefill"],
+                     stream_files("softmax-tiny")["decode"])
+
+
+def test_non_causal_or_non_lm_models_have_no_stream():
+    from attnx.models import LinearAttention
+
+    with pytest.raises(ModelNotFoundError, match="streaming needs a zoo language model"):
+        export_stream(LoadedModel("x", LinearAttention(16, 2), (torch.zeros(2, 4, 16),)), "x.onnx", "both")
+
+
+def test_generate_reports_tokens_latency_and_a_constant_linear_state(tmp_path):
+    result = generate(load_model("linear-tiny"), tmp_path, prompt_len=5, new_tokens=6)
+    assert len(result.tokens) == 6 and len(result.decode_ms) == 5 and result.prefill_ms > 0
+    assert all(0 <= t < 256 for t in result.tokens)
+    # 2 layers × (S [1, 4, 16, 16] + z [1, 4, 16]) float32, whatever the position
+    assert result.state_bytes == 2 * (4 * 16 * 16 + 4 * 16) * 4
+    assert "decode: median" in result.summary()
+
+
+def test_generate_with_trt_says_it_is_not_available(tmp_path):
+    with pytest.raises(BackendUnavailableError, match="backend 'trt' is not available"):
+        generate(load_model("linear-tiny"), tmp_path, backend="trt")
+
+
+def test_cli_export_both_then_check_stream(tmp_path, capsys):
+    path = tmp_path / "m.onnx"
+    assert main(["export", "softmax-tiny", "-o", str(path), "--mode", "both", "--opset", "23"]) == 0
+    assert all(p.exists() for p in stream_paths(path, "both").values())
+    assert main(["check", str(path), "--mode", "stream", "--model", "softmax-tiny", "--new-tokens", "2",
+                 "--json", str(tmp_path / "s.json")]) == 0
+    out = capsys.readouterr().out
+    assert out.count("PASSED") == 2
+    assert '"mode": "stream"' in (tmp_path / "s.json").read_text()
+
+
+def test_cli_generate_runs(capsys):
+    assert main(["generate", "linear-tiny", "--new-tokens", "4", "--prompt-len", "3"]) == 0
+    assert "generated (4 tokens)" in capsys.readouterr().out
