@@ -29,18 +29,19 @@ def _cmd_zoo(args) -> int:
 def _export(model_ref: str, out: Path, args, progress, mode: str = "full") -> None:
     import onnx
 
-    from attnx.exporters import export
+    from attnx.exporters import default_opset, export
     from attnx.exporters.stream import export_stream
     from attnx.models import load_model
 
-    with progress.step(f"export {model_ref} ({mode}) → {out} ({args.dtype}, opset {args.opset}, traced at batch "
+    loaded = load_model(model_ref, batch=args.batch, seq_len=args.trace_len)
+    opset = default_opset(loaded.module) if args.opset is None else args.opset
+    with progress.step(f"export {model_ref} ({mode}) → {out} ({args.dtype}, opset {opset}, traced at batch "
                        f"{args.batch}, seq {args.trace_len})"):
-        loaded = load_model(model_ref, batch=args.batch, seq_len=args.trace_len)
         if mode == "full":
             written = {"full": out}
-            export(loaded, out, dtype=args.dtype, opset=args.opset)
+            export(loaded, out, dtype=args.dtype, opset=opset)
         else:
-            written = export_stream(loaded, out, mode, dtype=args.dtype, opset=args.opset)
+            written = export_stream(loaded, out, mode, dtype=args.dtype, opset=opset)
         for graph_mode, path in written.items():
             proto = onnx.load(path, load_external_data=False)
             nodes = [n for n in proto.graph.node if n.domain == "attnx"]
@@ -161,8 +162,9 @@ def _add_export_options(p: argparse.ArgumentParser) -> None:
     from attnx.exporters import DEFAULT_OPSET, DTYPES, OPSETS
 
     p.add_argument("--dtype", choices=list(DTYPES), default="fp32", help="exported float dtype (default fp32)")
-    p.add_argument("--opset", type=int, choices=list(OPSETS), default=DEFAULT_OPSET,
-                   help="ONNX opset: 18, or 23 for softmax attention as ONNX Attention (default 18)")
+    p.add_argument("--opset", type=int, choices=list(OPSETS), default=None,
+                   help=f"ONNX opset (default: {DEFAULT_OPSET}, or 23 for a model with softmax attention, "
+                        "which then exports as ONNX Attention)")
 
 
 def _add_check_options(p: argparse.ArgumentParser) -> None:

@@ -40,7 +40,7 @@ class Generation:
 
 
 def generate(loaded: LoadedModel, work_dir: str | Path, *, prompt_len: int = 16, new_tokens: int = 32,
-             backend: str = "ort", dtype: str = "fp32", opset: int = 18, seed: int = 0) -> Generation:
+             backend: str = "ort", dtype: str = "fp32", opset: int | None = None, seed: int = 0) -> Generation:
     """Export prefill and decode graphs into work_dir, then decode greedily in ONNX Runtime."""
     if backend != "ort":
         raise BackendUnavailableError(f"backend {backend!r} is not available: TensorRT engines are not built "

@@ -62,6 +62,16 @@ def test_linear_decode_graph_carries_the_state_through_linear_attention(stream_f
     assert all(i.type.tensor_type.elem_type == onnx.TensorProto.FLOAT for i in decode.graph.input[1:])
 
 
+def test_softmax_decode_cache_is_onnx_attentions_own_past_and_present(stream_files):
+    decode = onnx.load(stream_files("softmax-tiny")["decode"])
+    attention = [n for n in decode.graph.node if n.op_type == "Attention"]
+    assert len(attention) == 2 and not [n for n in decode.graph.node if n.op_type == "Concat"]
+    assert list(attention[0].input[4:]) == ["past.0.key", "past.0.value"]
+    assert list(attention[0].output[1:]) == ["present.0.key", "present.0.value"]
+    past = decode.graph.input[1].type.tensor_type.shape.dim
+    assert [d.dim_param or d.dim_value for d in past] == ["batch", 4, "past", 16]
+
+
 def test_a_broken_decode_graph_fails_the_stream_check(stream_files, tmp_path):
     paths = stream_files("linear-tiny")
     model = onnx.load(paths["decode"])

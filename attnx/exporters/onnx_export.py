@@ -29,6 +29,11 @@ OPSETS = (18, 23)  # 23: softmax attention as ONNX Attention, RoPE as RotaryEmbe
 DEFAULT_OPSET = 18
 
 
+def default_opset(module: torch.nn.Module) -> int:
+    """18, or the highest `min_opset` a submodule asks for (23: softmax as ONNX Attention)."""
+    return max([DEFAULT_OPSET, *(getattr(m, "min_opset", DEFAULT_OPSET) for m in module.modules())])
+
+
 def _translation(spec):
     """The onnxscript translation of one registered op: a single node in domain attnx."""
     op = values.Opset(DOMAIN, VERSION)[spec.name]
@@ -65,12 +70,14 @@ def _check_dynamic(model: onnx.ModelProto, axes) -> None:
                     "size or uses it as a Python int")
 
 
-def export(model: LoadedModel, path: str | Path, *, dtype: str = "fp32", opset: int = DEFAULT_OPSET,
+def export(model: LoadedModel, path: str | Path, *, dtype: str = "fp32", opset: int | None = None,
            mode: str = "full") -> onnx.ModelProto:
     """LoadedModel → attnx-form ONNX file at `path`; returns the saved ModelProto.
 
-    `mode` (full, prefill, decode) is recorded in the file's metadata with the model's name.
+    `opset` None picks `default_opset(module)`. `mode` (full, prefill, decode) is recorded in
+    the file's metadata with the model's name.
     """
+    opset = default_opset(model.module) if opset is None else opset
     if dtype not in DTYPES:
         raise ExportError(f"dtype {dtype!r} is not supported; expected one of {', '.join(DTYPES)}")
     if opset not in OPSETS:

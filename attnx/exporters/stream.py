@@ -8,7 +8,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from attnx.exporters.onnx_export import DEFAULT_OPSET, export
+import onnx
+import onnx_graphsurgeon as gs
+
+from attnx.exporters.onnx_export import export
 from attnx.models.streaming import decode_model, prefill_model
 from attnx.models.zoo import LoadedModel
 
@@ -25,10 +28,49 @@ def stream_paths(path: str | Path, mode: str) -> dict[str, Path]:
 
 
 def export_stream(loaded: LoadedModel, path: str | Path, mode: str, *, dtype: str = "fp32",
-                  opset: int = DEFAULT_OPSET) -> dict[str, Path]:
+                  opset: int | None = None) -> dict[str, Path]:
     """Export the prefill graph, the decode graph, or both; returns {mode: path}."""
     paths = stream_paths(path, mode)
     for graph_mode, graph_path in paths.items():
         wrapped = prefill_model(loaded) if graph_mode == "prefill" else decode_model(loaded)
-        export(wrapped, graph_path, dtype=dtype, opset=opset, mode=graph_mode)
+        proto = export(wrapped, graph_path, dtype=dtype, opset=opset, mode=graph_mode)
+        if graph_mode == "decode" and cache_into_attention(proto):
+            onnx.save(proto, graph_path)
     return paths
+
+
+def cache_into_attention(model: onnx.ModelProto) -> int:
+    """Hand each growing key/value cache to ONNX `Attention` as past_key/past_value.
+
+    Pattern: Attention(q, Concat(past_k, k, axis=2), Concat(past_v, v, axis=2)) with past_* graph
+    inputs. Rewrite: Attention(q, k, v, past_key=past_k, past_value=past_v) → (y, present_key,
+    present_value), the op's own cache semantics (present = past ⧺ new along the sequence).
+    Returns how many nodes were rewritten; `model` is changed in place.
+    """
+    graph = gs.import_onnx(model)
+    graph_inputs = {t.name for t in graph.inputs}
+
+    def cache_concat(tensor):
+        producer = tensor.inputs[0] if tensor.inputs else None
+        appends_to_past = (producer is not None and producer.op == "Concat" and producer.attrs.get("axis") == 2
+                           and len(producer.inputs) == 2 and producer.inputs[0].name in graph_inputs)
+        return producer if appends_to_past else None
+
+    rewritten = 0
+    for node in [n for n in graph.nodes if n.op == "Attention" and len(n.inputs) == 3 and len(n.outputs) == 1]:
+        key, value = node.inputs[1], node.inputs[2]
+        concat_k, concat_v = cache_concat(key), cache_concat(value)
+        if concat_k is None or concat_v is None:
+            continue
+        node.inputs = [node.inputs[0], concat_k.inputs[1], concat_v.inputs[1], gs.Variable.empty(),
+                       concat_k.inputs[0], concat_v.inputs[0]]
+        concat_k.outputs.clear()
+        concat_v.outputs.clear()
+        node.outputs = [node.outputs[0], key, value]
+        rewritten += 1
+    if rewritten:
+        graph.cleanup().toposort()
+        exported = gs.export_onnx(graph)
+        onnx.checker.check_model(exported)
+        model.CopyFrom(exported)
+    return rewritten

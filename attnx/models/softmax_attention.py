@@ -40,6 +40,8 @@ def length_scale(n: int, *, causal: bool, n_train: int, dtype=torch.float32, dev
 class SoftmaxAttention(nn.Module):
     """x [B, N, dim] → [B, N, dim]; heads of size dim / heads."""
 
+    min_opset = 23  # exports as ONNX Attention (and its key/value cache) from opset 23
+
     def __init__(self, dim: int, heads: int, *, causal: bool = True, scale_mode: str = "default",
                  n_train: int = 512, fixed_scale: float | None = None):
         super().__init__()
