@@ -26,16 +26,14 @@ def _cmd_zoo(args) -> int:
     return 0
 
 
-def _export(model_ref: str, out: Path, args, progress, mode: str = "full") -> None:
+def _export(loaded, out: Path, args, progress, mode: str = "full") -> None:
     import onnx
 
     from attnx.exporters import default_opset, export
     from attnx.exporters.stream import export_stream
-    from attnx.models import load_model
 
-    loaded = load_model(model_ref, batch=args.batch, seq_len=args.trace_len)
     opset = default_opset(loaded.module) if args.opset is None else args.opset
-    with progress.step(f"export {model_ref} ({mode}) → {out} ({args.dtype}, opset {opset}, traced at batch "
+    with progress.step(f"export {loaded.name} ({mode}) → {out} ({args.dtype}, opset {opset}, traced at batch "
                        f"{args.batch}, seq {args.trace_len})"):
         if mode == "full":
             written = {"full": out}
@@ -50,8 +48,9 @@ def _export(model_ref: str, out: Path, args, progress, mode: str = "full") -> No
                           f"{len(proto.functions)} local function(s)")
 
 
-def _check(onnx_path: Path, model_ref: str | None, args, progress) -> int:
-    from attnx.check import check_parity, load_onnx
+def _model_of(onnx_path: Path, model_ref: str | None):
+    """The model to check a file against: --model, else the one the file names."""
+    from attnx.check import load_onnx
     from attnx.models import load_model
 
     if model_ref is None:
@@ -60,9 +59,15 @@ def _check(onnx_path: Path, model_ref: str | None, args, progress) -> int:
         if model_ref is None:
             raise AttnxError(f"{onnx_path} does not say which model it came from (no attnx.model metadata): "
                              "pass --model")
+    return load_model(model_ref)
+
+
+def _check(onnx_path: Path, loaded, args, progress) -> int:
+    from attnx.check import check_parity
+
     seq_lens = args.seq_len or [1, 37, 300]
-    with progress.step(f"check {onnx_path} against {model_ref} in float64 at seq {', '.join(map(str, seq_lens))}"):
-        report = check_parity(onnx_path, load_model(model_ref), seq_lens=seq_lens, batch=args.batch,
+    with progress.step(f"check {onnx_path} against {loaded.name} in float64 at seq {', '.join(map(str, seq_lens))}"):
+        report = check_parity(onnx_path, loaded, seq_lens=seq_lens, batch=args.batch,
                               seed=args.seed, progress=progress.note)
     print(report.to_text())
     if args.json:
@@ -74,7 +79,10 @@ def _check(onnx_path: Path, model_ref: str | None, args, progress) -> int:
 def _cmd_export(args) -> int:
     from attnx.progress import Progress
 
-    _export(args.model, Path(args.output), args, Progress(1), mode=args.mode)
+    from attnx.models import load_model
+
+    loaded = load_model(args.model, batch=args.batch, seq_len=args.trace_len)
+    _export(loaded, Path(args.output), args, Progress(1), mode=args.mode)
     return 0
 
 
@@ -87,7 +95,7 @@ def _cmd_check(args) -> int:
         return _check_stream(args)
     if args.file is None:
         raise AttnxError("check needs an ONNX FILE (or --mode stream, which exports its own graphs)")
-    return _check(Path(args.file), args.model, args, Progress(1))
+    return _check(Path(args.file), _model_of(Path(args.file), args.model), args, Progress(1))
 
 
 def _check_stream(args) -> int:
@@ -100,18 +108,19 @@ def _check_stream(args) -> int:
 
     if args.model is None:
         raise AttnxError("--mode stream needs --model MODEL: the eager model is the reference")
+    loaded = load_model(args.model)
     with tempfile.TemporaryDirectory(prefix="attnx-stream-") as tmp:
         progress = Progress(1 if args.file else 2)
         if args.file:
             paths = stream_paths(args.file, "both")
         else:
             args.trace_len = 32
-            _export(args.model, Path(tmp) / "model.onnx", args, progress, mode="both")
+            _export(loaded, Path(tmp) / "model.onnx", args, progress, mode="both")
             paths = stream_paths(Path(tmp) / "model.onnx", "both")
         prompts = args.seq_len or [1, 37]
         with progress.step(f"stream check {args.model}: prefill {', '.join(map(str, prompts))} then "
                            f"{args.new_tokens} decode steps, against the full model in float64"):
-            reports = check_stream(load_model(args.model), paths["prefill"], paths["decode"], prompt_lens=prompts,
+            reports = check_stream(loaded, paths["prefill"], paths["decode"], prompt_lens=prompts,
                                    new_tokens=args.new_tokens, batch=args.batch, seed=args.seed,
                                    progress=progress.note)
     for report in reports:
@@ -141,14 +150,18 @@ def _cmd_generate(args) -> int:
 
 
 def _cmd_convert(args) -> int:
+    from attnx.models import load_model
     from attnx.progress import Progress
 
     progress = Progress(2)
     out_dir = Path(args.output)
-    onnx_path = out_dir / f"{Path(args.model).stem if args.model.endswith('.py') else args.model}.onnx"
-    _export(args.model, onnx_path, args, progress)
+    path, sep, factory = args.model.rpartition(":")
+    name = f"{Path(path).stem}-{factory}" if sep and path.endswith(".py") else args.model  # file.py:fn → file-fn
+    onnx_path = out_dir / f"{name}.onnx"
+    loaded = load_model(args.model, batch=args.batch, seq_len=args.trace_len)  # one model for both steps
+    _export(loaded, onnx_path, args, progress)
     args.json = args.json or out_dir / f"{onnx_path.stem}.parity.json"
-    return _check(onnx_path, args.model, args, progress)
+    return _check(onnx_path, loaded, args, progress)
 
 
 def _not_built(name: str):

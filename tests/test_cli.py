@@ -46,6 +46,17 @@ def test_convert_defaults_to_linear_tiny_and_passes(tmp_path):
     assert json.loads((tmp_path / "out" / "linear-tiny.parity.json").read_text())["passed"]
 
 
+def test_convert_names_its_files_after_a_factory_reference(tmp_path, capsys):
+    src = tmp_path / "mine.py"
+    src.write_text("import torch\nfrom attnx.models import LinearAttention\n"
+                   "def build():\n    return LinearAttention(16, 2, causal=True), (torch.randn(2, 9, 16),)\n")
+    assert main(["convert", f"{src}:build", "-o", str(tmp_path / "out"), "--seq-len", "1", "--seq-len", "70"]) == 0
+    assert (tmp_path / "out" / "mine-build.onnx").exists() and (tmp_path / "out" / "mine-build.parity.json").exists()
+    # the factory is unseeded: a second load has other weights, and check says so instead of comparing
+    assert main(["check", str(tmp_path / "out" / "mine-build.onnx"), "--model", f"{src}:build"]) == 2
+    assert "was exported from other weights" in capsys.readouterr().err
+
+
 def test_check_takes_the_model_name_from_the_file(tmp_path, capsys):
     path = tmp_path / "s.onnx"
     assert main(["export", "softmax-tiny", "-o", str(path), "--opset", "23"]) == 0

@@ -61,6 +61,15 @@ def model_dtype(model: onnx.ModelProto) -> str:
     return "fp32"
 
 
+def check_same_weights(model: onnx.ModelProto, loaded: LoadedModel, path) -> None:
+    """Refuse to compare a file with a model whose weights are not the ones it was exported from."""
+    exported = {p.key: p.value for p in model.metadata_props}.get("attnx.weights_sha256")
+    if exported is not None and exported != loaded.fingerprint():
+        raise InputError(f"{path} was exported from other weights than {loaded.name} has now (weights sha256 "
+                         f"{exported[:12]}… in the file, {loaded.fingerprint()[:12]}… in the model): a factory "
+                         "must build the same weights every call (seed it), or the file is from another model")
+
+
 def _declared_shapes(model: onnx.ModelProto) -> dict[str, list]:
     return {i.name: [d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim] for i in model.graph.input}
 
@@ -93,6 +102,7 @@ def check_parity(onnx_path: str | Path, loaded: LoadedModel, *, seq_lens: Sequen
     if bad or batch < 1:
         raise InputError(f"sequence lengths and batch must be >= 1, got seq_lens {list(seq_lens)}, batch {batch}")
     names = _check_inputs_match(model, loaded, onnx_path)
+    check_same_weights(model, loaded, onnx_path)
     output_names = [o.name for o in model.graph.output]
     tol = TOLERANCES[dtype]
     seed = int.from_bytes(os.urandom(4), "little") if seed is None else seed

@@ -19,7 +19,7 @@ from polygraphy.backend.onnxrt import SessionFromOnnx
 from polygraphy.logger import G_LOGGER
 
 from attnx.check.compare import compare
-from attnx.check.parity import load_onnx, model_dtype
+from attnx.check.parity import check_same_weights, load_onnx, model_dtype
 from attnx.check.report import OutputResult, ParityReport
 from attnx.check.tolerances import TOLERANCES, Tolerance
 from attnx.errors import BackendUnavailableError, InputError
@@ -91,8 +91,10 @@ def check_stream(loaded: LoadedModel, prefill_path: str | Path, decode_path: str
                  prompt_lens: Sequence[int] = (1, 37), new_tokens: int = 8, batch: int = 2,
                  seed: int | None = None, progress: Callable[[str], None] = lambda msg: None) -> list[ParityReport]:
     """[eager float64 stream report, ONNX Runtime stream report] against the full float64 model."""
-    dtype = model_dtype(load_onnx(prefill_path))
-    load_onnx(decode_path)
+    prefill, decode = load_onnx(prefill_path), load_onnx(decode_path)
+    check_same_weights(prefill, loaded, prefill_path)
+    check_same_weights(decode, loaded, decode_path)
+    dtype = model_dtype(prefill)
     if dtype == "bf16":
         raise BackendUnavailableError("ONNX Runtime's CPU provider has no bfloat16 kernels; a bf16 stream "
                                       "needs a GPU backend")

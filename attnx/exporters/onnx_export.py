@@ -109,6 +109,7 @@ def export(model: LoadedModel, path: str | Path, *, dtype: str = "fp32", opset: 
     proto = attach_local_functions(program.model_proto)
     _check_dynamic(proto, axes)
     meta = {"attnx.version": attnx.__version__, "attnx.model": model.name, "attnx.mode": mode, "attnx.dtype": dtype,
+            "attnx.weights_sha256": model.fingerprint(),
             "attnx.export_seq_len": str(inputs[0].shape[1] if inputs[0].dim() >= 2 else 0)}
     for key, value in meta.items():
         entry = proto.metadata_props.add()

@@ -8,6 +8,7 @@ the sequence, both exported as dynamic.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import importlib.util
 from pathlib import Path
 from typing import Callable
@@ -62,6 +63,15 @@ class LoadedModel:
         if self.dynamic_axes is not None:
             return self.dynamic_axes
         return tuple({0: "batch", 1: "seq"} if t.dim() >= 2 else {0: "batch"} for t in self.example_inputs)
+
+    def fingerprint(self) -> str:
+        """sha256 of the weights' values and shapes in state_dict order (names left out, so a
+        wrapper such as the streaming Prefill has the fingerprint of the model it wraps)."""
+        digest = hashlib.sha256()
+        for tensor in self.module.state_dict().values():
+            digest.update(str(tuple(tensor.shape)).encode())
+            digest.update(tensor.detach().float().contiguous().numpy().tobytes())
+        return digest.hexdigest()
 
     def input_names(self) -> list[str]:
         if self.input_names_override is not None:
