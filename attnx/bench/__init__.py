@@ -10,6 +10,7 @@ import importlib
 
 BENCHMARKS: dict[str, str] = {  # name → module in attnx.bench
     "stream": "stream",
+    "length-generalisation": "length_generalisation",
 }
 
 

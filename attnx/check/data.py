@@ -7,12 +7,18 @@ import torch
 
 
 def random_inputs(example_inputs, names, *, batch: int, seq_len: int, vocab_size: int | None,
-                  generator: torch.Generator) -> dict[str, np.ndarray]:
-    """One feed dict: each example `[B, N, ...]` redrawn as `[batch, seq_len, ...]`.
+                  generator: torch.Generator, draw=None) -> dict[str, np.ndarray]:
+    """One feed dict: `draw(batch, seq_len, generator)` where the model says how to draw its
+    inputs (images: about seq_len patches), else each example `[B, N, ...]` redrawn as
+    `[batch, seq_len, ...]`.
 
     Integer inputs (token ids) draw from [0, vocab_size), or from the examples' own range
     when the model has no `vocab_size`; float inputs draw from a standard normal.
     """
+    if draw is not None:
+        drawn = draw(batch, seq_len, generator)
+        return {name: (t.numpy() if t.dtype != torch.bfloat16 else t.float().numpy())
+                for name, t in zip(names, drawn)}
     feed = {}
     for name, example in zip(names, example_inputs):
         shape = (batch, seq_len, *example.shape[2:]) if example.dim() >= 2 else (batch,)

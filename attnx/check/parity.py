@@ -109,11 +109,14 @@ def check_parity(onnx_path: str | Path, loaded: LoadedModel, *, seq_lens: Sequen
     generator = torch.Generator().manual_seed(seed)
     vocab = getattr(loaded.module, "vocab_size", None)
     feeds = [random_inputs(loaded.example_inputs, names, batch=batch, seq_len=n, vocab_size=vocab,
-                           generator=generator) for n in seq_lens]
+                           generator=generator, draw=loaded.draw) for n in seq_lens]
     onnxrt = OnnxrtRunner(SessionFromOnnx(str(onnx_path), providers=["cpu"]), name="onnxruntime-cpu")
     input_meta = {i.name: (onnx.helper.tensor_dtype_to_np_dtype(i.type.tensor_type.elem_type),
                            [d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim])
                   for i in model.graph.input}
+    # float inputs (images) are drawn in float32; an fp16 file takes them in its own dtype
+    feeds = [{name: a.astype(input_meta[name][0]) if a.dtype.kind == "f" else a for name, a in feed.items()}
+             for feed in feeds]
     eager = EagerFloat64Runner(loaded.module, input_meta, output_names)
     outputs = []
     with G_LOGGER.verbosity(G_LOGGER.ERROR):

@@ -19,6 +19,7 @@ from onnxscript import values
 
 import attnx
 from attnx.errors import ExportError
+from attnx.exporters import rotary
 from attnx.exporters.functions import attach_local_functions
 from attnx.models.zoo import LoadedModel
 from attnx.ops import DOMAIN, REGISTRY, VERSION, register_onnx_schemas
@@ -91,7 +92,8 @@ def export(model: LoadedModel, path: str | Path, *, dtype: str = "fp32", opset: 
         if any(t.shape[axis] < 2 for axis in per_input):
             raise ExportError(f"example inputs need batch >= 2 and sequence >= 2 (every dynamic axis: "
                               f"{per_input}) so torch.export keeps them dynamic, got shape {tuple(t.shape)}")
-    table = {TORCH_OPS[name]: _translation(spec) for name, spec in REGISTRY.items()}
+    table = {TORCH_OPS[name]: _translation(spec) for name, spec in REGISTRY.items() if name in TORCH_OPS}
+    table.update(rotary.translations(opset))
     quiet = logging.getLogger("torch.onnx")
     level = quiet.level
     try:
@@ -110,7 +112,8 @@ def export(model: LoadedModel, path: str | Path, *, dtype: str = "fp32", opset: 
     _check_dynamic(proto, axes)
     meta = {"attnx.version": attnx.__version__, "attnx.model": model.name, "attnx.mode": mode, "attnx.dtype": dtype,
             "attnx.weights_sha256": model.fingerprint(),
-            "attnx.export_seq_len": str(inputs[0].shape[1] if inputs[0].dim() >= 2 else 0)}
+            "attnx.export_seq_len": str(next((inputs[0].shape[axis] for axis, name in axes[0].items()
+                                              if name == "seq"), 0))}
     for key, value in meta.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value

@@ -1,13 +1,16 @@
 """The model zoo: small deterministic end-to-end models, and loading a model by name.
 
 A model reference is a zoo name (`linear-tiny`) or `path/file.py:factory`, where `factory()`
-returns `(module, example_inputs)`. Inputs are `[B, N, ...]`: dim 0 is the batch and dim 1
-the sequence, both exported as dynamic.
+returns `(module, example_inputs)`. A factory's inputs are `[B, N, ...]`: dim 0 is the batch
+and dim 1 the sequence, both exported as dynamic. A zoo entry may take other inputs (images
+[B, C, H, W]): it then declares its dynamic axes and how to draw inputs at a given batch and
+"length" (for images, about that many patches), and export and parity use both.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import importlib.util
 from pathlib import Path
@@ -17,19 +20,39 @@ import torch
 from torch import nn
 
 from attnx.errors import ModelNotFoundError
+from attnx.models.flash import FLASH
+from attnx.models.gau import GAU
 from attnx.models.linear_attention import LinearAttention
+from attnx.models.performer import Performer
 from attnx.models.softmax_attention import SoftmaxAttention
+from attnx.models.sparse_attention import SparseAttention
 from attnx.models.tiny_lm import TinyLM
+from attnx.models.transnormer import transnormer_lm
+from attnx.models.vit import TinyViT, example_images
 
 DEFAULT_MODEL = "linear-tiny"
 
 
+def example_ids(module: nn.Module, batch: int, seq_len: int, generator: torch.Generator) -> tuple[torch.Tensor]:
+    """Token ids [batch, seq_len] for a language model (`module.vocab_size`)."""
+    return (torch.randint(0, module.vocab_size, (batch, seq_len), generator=generator),)
+
+
+# draws a model's inputs: (module, batch, length, generator) → tensors
+InputDrawer = Callable[[nn.Module, int, int, torch.Generator], tuple[torch.Tensor, ...]]
+
+
 @dataclasses.dataclass(frozen=True)
 class ZooEntry:
+    """`inputs` draws the model's inputs at a batch and length; `axes` names, per input, the
+    axes exported as dynamic (None: batch at dim 0, seq at dim 1)."""
+
     name: str
     description: str
     build: Callable[[], nn.Module]
     seed: int = 0
+    inputs: InputDrawer = example_ids
+    axes: tuple[dict[int, str], ...] | None = None
 
     def create(self) -> nn.Module:
         """The module with weights drawn from the entry's seed, without touching global RNG state."""
@@ -43,6 +66,27 @@ ZOO: dict[str, ZooEntry] = {e.name: e for e in (
              lambda: TinyLM(lambda d: SoftmaxAttention(d, 4, causal=True, scale_mode="log_n", n_train=512))),
     ZooEntry("linear-tiny", "causal LM, 2 blocks, 4 heads, linear attention (elu+1, normalised, chunk 64)",
              lambda: TinyLM(lambda d: LinearAttention(d, 4, causal=True, feature_map="elu", chunk_size=64))),
+    ZooEntry("performer-tiny", "causal LM, 2 blocks, 4 heads, Performer FAVOR+ (32 orthogonal random features "
+             "per head, fixed at export) into linear attention",
+             lambda: TinyLM(lambda d: Performer(d, 4, features=32, causal=True, chunk_size=64))),
+    ZooEntry("gau-tiny", "causal LM, 2 blocks, GAU (s 32, expansion 2), relu²(QKᵀ/√s) / n, norm outside the square",
+             lambda: TinyLM(lambda d: GAU(d, qk_dim=32, attention="relu2", causal=True, norm="n"))),
+    ZooEntry("gau-softmax-tiny", "causal LM, 2 blocks, GAU (s 32, expansion 2) with softmax and the log-n scale "
+             "(n_train 64)", lambda: TinyLM(lambda d: GAU(d, qk_dim=32, attention="softmax", causal=True, n_train=64))),
+    ZooEntry("flash-tiny", "causal LM, 2 blocks, FLASH mixed chunk attention (chunk 32, s 32, expansion 2)",
+             lambda: TinyLM(lambda d: FLASH(d, qk_dim=32, causal=True, chunk_size=32))),
+    ZooEntry("local-tiny", "causal LM, 2 blocks, 4 heads, local softmax attention (window 16)",
+             lambda: TinyLM(lambda d: SparseAttention(d, 4, pattern="local", window=16, causal=True))),
+    ZooEntry("dilated-tiny", "causal LM, 2 blocks, 4 heads, dilated softmax attention (window 8, dilation 3)",
+             lambda: TinyLM(lambda d: SparseAttention(d, 4, pattern="dilated", window=8, dilation=3, causal=True))),
+    ZooEntry("strided-tiny", "causal LM, 2 blocks, 4 heads, strided softmax attention (window 8 ∪ every 16th)",
+             lambda: TinyLM(lambda d: SparseAttention(d, 4, pattern="strided", window=8, stride=16, causal=True))),
+    ZooEntry("transnormer-tiny", "causal LM, 2 blocks, 4 heads: DiagAttention (block 32) below, gated "
+             "NormAttention above", lambda: transnormer_lm(layers=2, heads=4, block=32)),
+    ZooEntry("vit-rope2d-tiny", "image classifier: 4×4 patches, 2 blocks, 4 heads, 2-D RoPE, rotary linear "
+             "attention; images [B, 3, H, W], length = about that many patches; opset 23 (RotaryEmbedding)",
+             lambda: TinyViT(patch=4, channels=3, dim=64, heads=4, layers=2, classes=10),
+             inputs=example_images, axes=({0: "batch", 2: "height", 3: "width"},)),
 )}
 
 
@@ -57,6 +101,8 @@ class LoadedModel:
     # per input, {axis: dimension name} of the axes exported as dynamic; None: `[B, N, ...]`
     dynamic_axes: tuple[dict[int, str], ...] | None = None
     input_names_override: list[str] | None = None
+    # fresh inputs at (batch, length, generator); None: each example redrawn as `[batch, length, ...]`
+    draw: Callable[[int, int, torch.Generator], tuple[torch.Tensor, ...]] | None = None
 
     def axes(self) -> tuple[dict[int, str], ...]:
         """The dynamic axes of every input: declared, or batch at dim 0 and seq at dim 1."""
@@ -82,16 +128,14 @@ class LoadedModel:
         return params[: len(self.example_inputs)]
 
 
-def example_ids(module: nn.Module, batch: int, seq_len: int) -> torch.Tensor:
-    generator = torch.Generator().manual_seed(1234)
-    return torch.randint(0, module.vocab_size, (batch, seq_len), generator=generator)
-
-
 def load_model(ref: str, *, batch: int = 2, seq_len: int = 32) -> LoadedModel:
     """A zoo name or `path/file.py:factory` → LoadedModel."""
     if ref in ZOO:
-        module = ZOO[ref].create()
-        return LoadedModel(ref, module, (example_ids(module, batch, seq_len),), ["logits"])
+        entry = ZOO[ref]
+        module = entry.create()
+        inputs = entry.inputs(module, batch, seq_len, torch.Generator().manual_seed(1234))
+        return LoadedModel(ref, module, inputs, ["logits"], entry.axes,
+                           draw=functools.partial(entry.inputs, module))
     path, sep, factory_name = ref.rpartition(":")
     if not sep or not path.endswith(".py"):
         raise ModelNotFoundError(

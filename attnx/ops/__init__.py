@@ -5,13 +5,14 @@ from __future__ import annotations
 from onnx import defs
 
 from attnx.errors import AttnxError
-from attnx.ops import linear_attention
+from attnx.ops import linear_attention, mixed_chunk_attention, performer_features, sparse_attention
 from attnx.ops.spec import Attr, OpSpec, PluginSpec, TensorArg
 
 DOMAIN = "attnx"
 VERSION = 1
 
-REGISTRY: dict[str, OpSpec] = {spec.name: spec for spec in (linear_attention.SPEC,)}
+REGISTRY: dict[str, OpSpec] = {spec.name: spec for spec in (
+    linear_attention.SPEC, performer_features.SPEC, mixed_chunk_attention.SPEC, sparse_attention.SPEC)}
 
 
 def get_spec(name: str) -> OpSpec:

@@ -1,0 +1,62 @@
+"""Performer (FAVOR+, Choromanski et al. 2021): positive random features, then linear attention.
+
+Each forward is two `attnx::PerformerFeatures` calls (queries, keys) feeding one
+`attnx::LinearAttention(feature_map="identity")`. The projection W [M, D] is drawn once at
+construction (orthogonal blocks, rows rescaled to chi-distributed norms) and kept as a buffer,
+so the exported graph holds it as an initializer.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from attnx.ops import linear_attention, performer_features
+from attnx.ops import torch_ops  # noqa: F401  (registers torch.ops.attnx.*)
+
+
+def orthogonal_random_features(m: int, d: int, *, generator: torch.Generator | None = None) -> torch.Tensor:
+    """W [m, d]: stacked d×d orthogonal blocks (QR of Gaussians), each row rescaled to the norm of
+    a d-dimensional Gaussian vector (chi with d degrees of freedom), so rows are marginally
+    Gaussian while rows within a block are exactly orthogonal."""
+    blocks = []
+    for _ in range(-(-m // d)):
+        q, _ = torch.linalg.qr(torch.randn(d, d, generator=generator))
+        blocks.append(q.T)
+    rows = torch.cat(blocks)[:m]
+    norms = torch.randn(m, d, generator=generator).norm(dim=1, keepdim=True)
+    return rows * norms
+
+
+def reference(q, k, v, w, *, causal: bool, eps: float = 1e-4, attention_eps: float = 1e-6):
+    """Float64 definition. q, k [B, H, N, D], v [B, H, N, E], w [M, D] → y [B, H, N, E]."""
+    fq = performer_features.reference(q, w, kind="query", eps=eps)[0]
+    fk = performer_features.reference(k, w, kind="key", eps=eps)[0]
+    return linear_attention.reference(fq, fk, v, causal=causal, feature_map="identity", normalize=True,
+                                      eps=attention_eps, chunk_size=1)[0]
+
+
+class Performer(nn.Module):
+    """x [B, N, dim] → [B, N, dim]; `features` random features per head."""
+
+    def __init__(self, dim: int, heads: int, *, features: int = 32, causal: bool = True, eps: float = 1e-4,
+                 chunk_size: int = 64):
+        super().__init__()
+        self.heads, self.head_dim = heads, dim // heads
+        self.feature_attrs = performer_features.SPEC.resolve({"eps": eps})
+        self.attention_attrs = linear_attention.SPEC.resolve(
+            {"causal": causal, "feature_map": "identity", "chunk_size": chunk_size})
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.out = nn.Linear(dim, dim)
+        self.register_buffer("projection", orthogonal_random_features(features, self.head_dim))
+
+    @property
+    def causal(self) -> bool:
+        return self.attention_attrs["causal"]
+
+    def forward(self, x):
+        q, k, v = self.qkv(x).unflatten(-1, (3, self.heads, self.head_dim)).permute(2, 0, 3, 1, 4)
+        fq = torch.ops.attnx.performer_features(q, self.projection, **dict(self.feature_attrs, kind="query"))
+        fk = torch.ops.attnx.performer_features(k, self.projection, **dict(self.feature_attrs, kind="key"))
+        y = torch.ops.attnx.linear_attention(fq, fk, v, **self.attention_attrs)[0]
+        return self.out(y.transpose(1, 2).flatten(2))
