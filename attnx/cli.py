@@ -12,6 +12,7 @@ from attnx.errors import AttnxError
 NOT_BUILT = {
     "optimize": "graph passes (fusion, reassociation, retargeting) are not built yet: issue #3",
     "build": "TensorRT engine building is not built yet: issue #4",
+    "plugins": "the TensorRT plugin library is not built yet: issue #4",
 }
 
 
@@ -241,13 +242,6 @@ def build_parser() -> argparse.ArgumentParser:
     from attnx.bench import add_parser as add_bench_parser
 
     add_bench_parser(sub)
-    try:
-        from attnx.plugins.cli import add_parser as add_plugins_parser
-    except ImportError:
-        pass
-    else:
-        add_plugins_parser(sub)
-
     for name, why in NOT_BUILT.items():
         p = sub.add_parser(name, help=f"not available yet ({why})", add_help=False)
         p.add_argument("rest", nargs=argparse.REMAINDER)

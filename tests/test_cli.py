@@ -93,7 +93,7 @@ def test_wrong_rank_input_is_a_clear_error(tmp_path, capsys, exported):
     assert "takes rank 3 [2, 9, 16]" in err
 
 
-@pytest.mark.parametrize("command", ["optimize", "build"])
+@pytest.mark.parametrize("command", ["optimize", "build", "plugins"])
 def test_steps_not_built_yet_say_so(command, capsys):
     assert main([command, "anything"]) == 2
     assert f"attnx {command} is not available in this version" in capsys.readouterr().err
