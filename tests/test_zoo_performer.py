@@ -90,8 +90,15 @@ def test_key_stabiliser_cancels_in_the_normaliser(causal, rng):
     assert (la.reference(fq, fk_rows, v, **attn)[0] - la.reference(fq, fk, v, **attn)[0]).abs().max() > 1e-3
 
 
-def test_favor_approximates_softmax_attention_with_many_features(rng):
-    """With M = 4096 features the estimate is within a few percent of exact softmax attention."""
+def test_favor_approximates_softmax_attention_with_many_features():
+    """With M = 4096 features the estimate is within a few percent of exact softmax attention.
+
+    The estimate is Monte Carlo, so its error is itself random: one fresh draw in a CI run came
+    out at 11.7% of the largest output. This test therefore draws once from a fixed seed (5.8%
+    here); on the same draw a missing −‖x‖²/2 is off by 27% and a d^-1/2 instead of d^-1/4
+    scale by 18%, so the bound still tells a wrong feature map from the right one.
+    """
+    rng = torch.Generator().manual_seed(0)
     q, k = (torch.randn(1, 1, 24, 8, generator=rng) * 0.5 for _ in range(2))
     v = torch.randn(1, 1, 24, 4, generator=rng)
     w = orthogonal_random_features(4096, 8, generator=rng)
