@@ -7,14 +7,14 @@ from attnx.cli import main
 
 def test_table_shows_relu2_n_drifting_and_softmax_log_n_not(tmp_path, capsys):
     out = tmp_path / "rows.json"
-    assert main(["bench", "length-generalisation", "--models", "gau-tiny", "gau-softmax-tiny", "--base-length", "16",
+    assert main(["bench", "length-generalisation", "--models", "gau-n-tiny", "gau-softmax-tiny", "--base-length", "16",
                  "--batch", "2", "--json", str(out)]) == 0
     text = capsys.readouterr().out
     assert "entropy" in text and "drift" in text and "gau-softmax-tiny" in text
     rows = {(r["model"], r["length"]): r for r in json.loads(out.read_text())}
-    assert set(rows) == {(m, n) for m in ("gau-tiny", "gau-softmax-tiny") for n in (16, 64, 256)}
+    assert set(rows) == {(m, n) for m in ("gau-n-tiny", "gau-softmax-tiny") for n in (16, 64, 256)}
     # relu²/n divides every row by the total length: the first 16 outputs shrink ~4× at 64
-    assert rows["gau-tiny", 64]["drift"] > 0.5
+    assert rows["gau-n-tiny", 64]["drift"] > 0.5
     # causal softmax with the per-position log-n scale: the first 16 rows do not move
     assert rows["gau-softmax-tiny", 256]["drift"] < 1e-12
     assert abs(rows["gau-softmax-tiny", 256]["mass"] - 1) < 1e-12

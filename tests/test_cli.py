@@ -18,7 +18,7 @@ def run(*args):
 def test_zoo_json_lists_the_models(capsys):
     assert main(["zoo", "--json"]) == 0
     names = [e["name"] for e in json.loads(capsys.readouterr().out)]
-    assert names == ["softmax-tiny", "linear-tiny", "performer-tiny", "gau-tiny", "gau-softmax-tiny", "flash-tiny",
+    assert names == ["softmax-tiny", "linear-tiny", "performer-tiny", "gau-tiny", "gau-n-tiny", "gau-softmax-tiny", "flash-tiny",
                      "local-tiny", "dilated-tiny", "strided-tiny", "transnormer-tiny", "vit-rope2d-tiny"]
 
 

@@ -16,9 +16,22 @@ from attnx.exporters import attach_local_functions
 from attnx.exporters.stream import export_stream, stream_paths
 from attnx.generate import generate
 from attnx.models import ZOO, load_model
+from attnx.models.gau import GAU
+from attnx.models.streaming import Decode, Prefill, streamable
+from attnx.models.tiny_lm import TinyLM
 from attnx.models.zoo import LoadedModel
 
-CAUSAL_LMS = [name for name in ZOO if name in ("linear-tiny", "softmax-tiny")]
+
+
+def _causal_lm(name: str) -> bool:
+    module = ZOO[name].create()
+    return isinstance(module, TinyLM) and all(block.attention.causal for block in module.blocks)
+
+
+CAUSAL = [name for name in ZOO if _causal_lm(name)]
+# relu²/n divides every row by the total length: no prefix state can reproduce it
+NOT_STREAMABLE = {"gau-n-tiny": "the rows depend on the total length"}
+CAUSAL_LMS = [name for name in CAUSAL if name not in NOT_STREAMABLE]
 
 
 @pytest.fixture(scope="session")
@@ -33,8 +46,33 @@ def stream_files(tmp_path_factory):
     return get
 
 
+# 13 + 4 steps fills local-tiny's 15-position window cache and reaches strided-tiny's stride 16;
+# 63 + 4 crosses the 64-token chunk of linear and Performer, FLASH's 32-token chunk (its state
+# takes a finished chunk) and DiagAttention's 32-token block.
+PROMPT_LENS = (1, 13, 37, 63)
+
+
+def test_every_causal_zoo_language_model_streams_but_those_refused_for_a_reason():
+    assert set(NOT_STREAMABLE) <= set(CAUSAL)
+    assert {"softmax-tiny", "linear-tiny", "performer-tiny", "gau-tiny", "flash-tiny", "local-tiny",
+            "transnormer-tiny"} <= set(CAUSAL_LMS)
+    for name, reason in NOT_STREAMABLE.items():
+        with pytest.raises(ModelNotFoundError, match=f"{name}: block 0's GAU cannot stream: .*{reason}"):
+            streamable(load_model(name))
+
+
+@pytest.mark.parametrize("norm, streams", [("n", False), ("visible", True), ("fixed", True), ("none", True)])
+def test_gau_streams_unless_its_norm_is_the_total_length(norm, streams):
+    gau = GAU(32, qk_dim=8, attention="relu2", causal=True, norm=norm, fixed_length=16)
+    assert (gau.why_not_streamable is None) == streams
+    if not streams:
+        assert "depend on the total length" in gau.why_not_streamable
+        with pytest.raises(ValueError, match="GAU.decode: relu²/n divides every row by the total length"):
+            gau.decode(torch.zeros(1, 1, 32), (torch.zeros(1, 1, 3, 8), torch.zeros(1, 1, 3, 64)))
+
+
 @pytest.mark.parametrize("name", CAUSAL_LMS)
-@pytest.mark.parametrize("prompt_len", [1, 37, 63])  # 63 + 4 steps crosses linear-tiny's 64-token chunk
+@pytest.mark.parametrize("prompt_len", PROMPT_LENS)
 def test_eager_stream_equals_full_model_at_every_position(name, prompt_len, rng):
     lm = load_model(name).module.double()
     ids = torch.randint(0, lm.vocab_size, (2, prompt_len + 4), generator=rng)
@@ -46,11 +84,23 @@ def test_eager_stream_equals_full_model_at_every_position(name, prompt_len, rng)
 @pytest.mark.parametrize("name", CAUSAL_LMS)
 def test_onnxruntime_stream_passes_for_every_causal_zoo_model(name, stream_files):
     paths = stream_files(name)
-    eager, onnxrt = check_stream(load_model(name), paths["prefill"], paths["decode"], prompt_lens=(1, 37, 63),
+    eager, onnxrt = check_stream(load_model(name), paths["prefill"], paths["decode"], prompt_lens=PROMPT_LENS,
                                  new_tokens=4)
     assert eager.passed, eager.to_text()
     assert onnxrt.passed, onnxrt.to_text()
     assert [o.seq_len for o in onnxrt.outputs[:5]] == [1, 2, 3, 4, 5]  # the prompt, then every position
+
+
+def test_local_cache_keeps_only_the_window_and_flash_moves_finished_chunks_into_its_state(rng):
+    ids = torch.randint(0, 256, (1, 40), generator=rng)
+    local, flash = (load_model(name).module for name in ("local-tiny", "flash-tiny"))
+    with torch.no_grad():
+        key = Prefill(local)(ids)[1]
+        assert key.shape[2] == 15  # window 16: the next token is the 16th key
+        assert Decode(local)(ids[:, :1], *Prefill(local)(ids)[1:])[1].shape[2] == 15
+        _, state, quad_key, _, _ = Prefill(flash)(ids[:, :32])[:5]
+        assert quad_key.shape[2] == 0 and state.abs().sum() > 0  # chunk 32 finished: all in the state
+        assert Prefill(flash)(ids)[2].shape[2] == 8  # 40 = 32 + 8 in the current chunk
 
 
 def test_linear_decode_graph_carries_the_state_through_linear_attention(stream_files):

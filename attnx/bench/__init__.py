@@ -11,6 +11,7 @@ import importlib
 BENCHMARKS: dict[str, str] = {  # name → module in attnx.bench
     "stream": "stream",
     "length-generalisation": "length_generalisation",
+    "reassoc": "reassoc",
 }
 
 

@@ -1,7 +1,10 @@
 """Prefill and decode graphs of a causal model (attention as an RNN, VARIANTS.md).
 
-`linear-tiny` carries a constant float32 state per layer (the LinearAttention state input and
-output); `softmax-tiny` a key/value cache that grows by one position per token.
+Linear attention, Performer and TransNormer's NormAttention carry a constant float32 state
+per layer (the LinearAttention state input and output); FLASH the state over finished chunks
+and the current chunk's keys and values; softmax-style attention (softmax, GAU, the sparse
+patterns) a key/value cache, which for `local` stops growing at the window. Each module's
+`state_names` and `state_axes` say which; docs/streaming.md tabulates them.
 """
 
 from __future__ import annotations

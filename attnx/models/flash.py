@@ -42,8 +42,47 @@ class FLASH(nn.Module):
     def causal(self) -> bool:
         return self.attrs["causal"]
 
-    def forward(self, x):
+    def project(self, x):
+        """x [B, N, dim] → u [B, N, E]; quad_q, quad_k, lin_q, lin_k [B, 1, N, s]; v [B, 1, N, E]."""
         u, v = nn.functional.silu(self.uv(x)).chunk(2, -1)
         quad_q, quad_k, lin_q, lin_k = (t.unsqueeze(1) for t in self.qk(nn.functional.silu(self.z(x))))
-        y = torch.ops.attnx.mixed_chunk_attention(quad_q, quad_k, lin_q, lin_k, v.unsqueeze(1), **self.attrs)
+        return u, quad_q, quad_k, lin_q, lin_k, v.unsqueeze(1)
+
+    def forward(self, x):
+        u, *qkv = self.project(x)
+        y = torch.ops.attnx.mixed_chunk_attention(*qkv, **self.attrs)
         return self.out(u * y.squeeze(1))
+
+    # Streaming carries the linear part's state over finished chunks, Σ k'_j v_jᵀ [B, 1, s, E],
+    # and the current chunk's quadratic keys, linear keys and values [B, 1, L, ·] (L < g, empty
+    # right after a chunk boundary): the decode step costs O(g), whatever the position.
+    state_names = ("state", "quad_key", "lin_key", "value")
+    state_axes = ({0: "batch"}, {0: "batch", 2: "in_chunk"}, {0: "batch", 2: "in_chunk"},
+                  {0: "batch", 2: "in_chunk"})
+
+    def prefill(self, x):
+        """x [B, N, dim] → (y [B, N, dim], (state [B, 1, s, E], keys and values of the last N mod g))."""
+        u, quad_q, quad_k, lin_q, lin_k, v = self.project(x)
+        y = torch.ops.attnx.mixed_chunk_attention(quad_q, quad_k, lin_q, lin_k, v, **self.attrs)
+        g = self.attrs["chunk_size"]
+        done = x.shape[1] // g * g  # positions in finished chunks
+        state = lin_k[:, :, :done].transpose(-1, -2) @ v[:, :, :done]
+        return self.out(u * y.squeeze(1)), (state, quad_k[:, :, done:], lin_k[:, :, done:], v[:, :, done:])
+
+    def decode(self, x, state):
+        """One token x [B, 1, dim] after L positions of the current chunk → (y [B, 1, dim], next state)."""
+        if not self.causal:
+            raise ValueError("FLASH.decode: a non-causal attention has no token-by-token form")
+        u, quad_q, quad_k, lin_q, lin_k, v = self.project(x)
+        s_lin, past_qk, past_lk, past_v = state
+        quad_k, lin_k, v = (torch.cat([p, t], dim=2) for p, t in ((past_qk, quad_k), (past_lk, lin_k), (past_v, v)))
+        g = self.attrs["chunk_size"]
+        s_q, s_l = spec.scales(g, causal=True, chunk_size=g, quad_scale=self.attrs["quad_scale"],
+                               lin_scale=self.attrs["lin_scale"])
+        # every cached key is in the new token's chunk and not after it; the state is the chunks before
+        quad = torch.relu(s_q * quad_q @ quad_k.transpose(-1, -2)).square()
+        y = quad @ v + s_l * (lin_q @ s_lin)
+        # when this token finishes its chunk, the chunk moves into the state and the cache empties
+        done = v.shape[2] // g * g
+        s_lin = s_lin + lin_k[:, :, :done].transpose(-1, -2) @ v[:, :, :done]
+        return self.out(u * y.squeeze(1)), (s_lin, quad_k[:, :, done:], lin_k[:, :, done:], v[:, :, done:])

@@ -107,11 +107,50 @@ class GAU(nn.Module):
         return u, v, q, k
 
     def forward(self, x):
+        return self.prefill(x)[0]
+
+    # Streaming carries the keys [B, 1, T, s] and values [B, 1, T, E] seen so far: a cache
+    # growing by one position per token, for relu² as for softmax.
+    state_names = ("key", "value")
+    state_axes = ({0: "batch", 2: "past"}, {0: "batch", 2: "past"})
+
+    @property
+    def why_not_streamable(self) -> str | None:
+        """Why this GAU has no token-by-token form, or None when it has one."""
+        if not self.causal:
+            return "a non-causal attention has no token-by-token form"
+        if self.attention == "relu2" and self.relu2["norm"] == "n":
+            return ("relu²/n divides every row by the total length n, so the rows depend on the total length "
+                    "(later tokens change earlier outputs); use norm 'visible', 'fixed' or 'none'")
+        return None
+
+    def prefill(self, x):
+        """x [B, N, dim] → (y [B, N, dim], (keys [B, 1, N, s], values [B, 1, N, E]))."""
         u, v, q, k = self.project(x)
+        v = v.unsqueeze(1)
         if self.attention == "softmax":
             q = q * length_scale(x.shape[1], causal=self.causal, n_train=self.n_train, dtype=q.dtype, device=q.device)
-            y = nn.functional.scaled_dot_product_attention(q, k, v.unsqueeze(1), is_causal=self.causal,
-                                                           scale=q.shape[-1] ** -0.5)
+            y = nn.functional.scaled_dot_product_attention(q, k, v, is_causal=self.causal, scale=q.shape[-1] ** -0.5)
         else:
-            y = relu_squared_attention(q, k, v.unsqueeze(1), **self.relu2)
-        return self.out(u * y.squeeze(1))
+            y = relu_squared_attention(q, k, v, **self.relu2)
+        return self.out(u * y.squeeze(1)), (k, v)
+
+    def decode(self, x, state):
+        """One token x [B, 1, dim] after T cached positions → (y [B, 1, dim], cache of T + 1)."""
+        if self.why_not_streamable:
+            raise ValueError(f"GAU.decode: {self.why_not_streamable}")
+        u, v, q, k = self.project(x)
+        k, v = torch.cat([state[0], k], dim=2), torch.cat([state[1], v.unsqueeze(1)], dim=2)
+        t = k.shape[2]  # the new token sees T + 1 keys: the last row of the causal columns
+        if self.attention == "softmax":
+            q = q * length_scale(t, causal=True, n_train=self.n_train, dtype=q.dtype, device=q.device)[-1:]
+            y = nn.functional.scaled_dot_product_attention(q, k, v, scale=q.shape[-1] ** -0.5)
+        else:
+            r = self.relu2
+            length = length_norm(t, causal=True, norm=r["norm"], fixed_length=r["fixed_length"], dtype=q.dtype,
+                                 device=q.device)[-1:]
+            scores = r["scale"] * q @ k.transpose(-1, -2)
+            a = (torch.relu(scores / length).square() if r["norm_placement"] == "inside"
+                 else torch.relu(scores).square() / length)
+            y = a @ v
+        return self.out(u * y.squeeze(1)), (k, v)

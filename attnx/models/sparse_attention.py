@@ -27,7 +27,49 @@ class SparseAttention(nn.Module):
     def causal(self) -> bool:
         return self.attrs["causal"]
 
+    def project(self, x):
+        """x [B, N, dim] → q, k, v [B, H, N, D]."""
+        return self.qkv(x).unflatten(-1, (3, self.heads, self.head_dim)).permute(2, 0, 3, 1, 4)
+
     def forward(self, x):
-        q, k, v = self.qkv(x).unflatten(-1, (3, self.heads, self.head_dim)).permute(2, 0, 3, 1, 4)
-        y = torch.ops.attnx.sparse_attention(q, k, v, **self.attrs)
+        y = torch.ops.attnx.sparse_attention(*self.project(x), **self.attrs)
         return self.out(y.transpose(1, 2).flatten(2))
+
+    # Streaming carries a key/value cache [B, H, T, D]. `local` keeps only the window's w − 1
+    # most recent positions (the new token is the w-th key), so its cache stops growing; the
+    # other patterns keep every position and mask the new row with the pattern (a ring
+    # buffer of a dilated window, or of the current block, is not done).
+    state_names = ("key", "value")
+    state_axes = ({0: "batch", 2: "past"}, {0: "batch", 2: "past"})
+
+    def _kept(self, k, v):
+        """The cache to carry: the last w − 1 positions for local, all of them otherwise."""
+        if self.attrs["pattern"] != "local":
+            return k, v
+        keep = self.attrs["window"] - 1
+        if keep == 0:  # a window of one key is the query's own: nothing to carry
+            return k[:, :, :0], v[:, :, :0]
+        return k[:, :, -keep:], v[:, :, -keep:]
+
+    def prefill(self, x):
+        """x [B, N, dim] → (y [B, N, dim], (keys, values) [B, H, T, D]); T = N, or min(N, w − 1) for local."""
+        q, k, v = self.project(x)
+        y = torch.ops.attnx.sparse_attention(q, k, v, **self.attrs)
+        return self.out(y.transpose(1, 2).flatten(2)), self._kept(k, v)
+
+    def decode(self, x, state):
+        """One token x [B, 1, dim] after the cached positions → (y [B, 1, dim], next cache)."""
+        if not self.causal:
+            raise ValueError("SparseAttention.decode: a non-causal attention has no token-by-token form")
+        q, k, v = self.project(x)
+        k, v = torch.cat([state[0], k], dim=2), torch.cat([state[1], v], dim=2)
+        scores = q @ k.transpose(-1, -2) * (self.attrs["scale"] or self.head_dim ** -0.5)   # [B, H, 1, T + 1]
+        if self.attrs["pattern"] != "local":  # a local cache holds exactly the window
+            j = torch.arange(k.shape[2], device=k.device)   # the full cache: key j is position j
+            keep = spec.allowed(j[-1:], j, **{a: self.attrs[a] for a in _PATTERN_ATTRS})
+            scores = scores.masked_fill(~keep, float("-inf"))
+        y = torch.softmax(scores, -1) @ v
+        return self.out(y.transpose(1, 2).flatten(2)), self._kept(k, v)
+
+
+_PATTERN_ATTRS = ("pattern", "window", "dilation", "stride", "block", "causal")

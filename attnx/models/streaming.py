@@ -3,7 +3,8 @@
 Prefill takes a prompt and returns logits and every layer's state; decode takes one token and
 the states and returns its logits and the next states. States are named `past.<layer>.<name>`
 going in and `present.<layer>.<name>` coming out; each attention module says what its state is
-(`state_names`, `state_axes`) and provides `prefill(x)` and `decode(x, state)`.
+(`state_names`, `state_axes`) and provides `prefill(x)` and `decode(x, state)`; a module whose
+settings rule out a token-by-token form says why in `why_not_streamable`.
 """
 
 from __future__ import annotations
@@ -27,6 +28,9 @@ def streamable(loaded: LoadedModel) -> TinyLM:
         if not (hasattr(attention, "decode") and attention.causal):
             raise ModelNotFoundError(f"{loaded.name}: block {i}'s {type(attention).__name__} has no "
                                      "token-by-token form (it must be causal and provide prefill/decode)")
+        reason = getattr(attention, "why_not_streamable", None)
+        if reason:
+            raise ModelNotFoundError(f"{loaded.name}: block {i}'s {type(attention).__name__} cannot stream: {reason}")
     return lm
 
 

@@ -45,10 +45,34 @@ class NormAttention(nn.Module):
         return self.attrs["causal"]
 
     def forward(self, x):
-        q, k, v = self.qkv(x).unflatten(-1, (3, self.heads, self.head_dim)).permute(2, 0, 3, 1, 4)
-        y = self.norm(torch.ops.attnx.linear_attention(q, k, v, **self.attrs)[0].transpose(1, 2))
+        return self.prefill(x)[0]
+
+    # Streaming carries linear attention's float32 state (S [B, H, D, D], z [B, H, D]); z is
+    # unused without the denominator but is the op's state output, so it travels too.
+    state_names = ("state_s", "state_z")
+    state_axes = ({0: "batch"}, {0: "batch"})
+
+    def _heads(self, x):
+        return self.qkv(x).unflatten(-1, (3, self.heads, self.head_dim)).permute(2, 0, 3, 1, 4)
+
+    def _merge(self, x, y):
+        """RMS-normalised heads y [B, H, N, D] gated by silu(x W_g) → [B, N, dim]."""
         gate = nn.functional.silu(self.gate(x)).unflatten(-1, (self.heads, self.head_dim))
-        return self.out((y * gate).flatten(2))
+        return self.out((self.norm(y.transpose(1, 2)) * gate).flatten(2))
+
+    def prefill(self, x):
+        """x [B, N, dim] → (y [B, N, dim], (S [B, H, D, D], z [B, H, D]))."""
+        y, s, z = torch.ops.attnx.linear_attention(*self._heads(x), **self.attrs)
+        return self._merge(x, y), (s, z)
+
+    def decode(self, x, state):
+        """One token x [B, 1, dim] after the tokens summed in state → (y [B, 1, dim], next state)."""
+        if not self.causal:
+            raise ValueError("NormAttention.decode: a non-causal attention has no token-by-token form")
+        # one query over the state and its own key: causal and non-causal agree, and the
+        # non-causal form needs no chunk padding
+        y, s, z = torch.ops.attnx.linear_attention(*self._heads(x), *state, **dict(self.attrs, causal=False))
+        return self._merge(x, y), (s, z)
 
 
 def diag_attention(dim: int, heads: int, *, block: int = 32, causal: bool = True) -> SparseAttention:

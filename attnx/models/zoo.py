@@ -69,7 +69,11 @@ ZOO: dict[str, ZooEntry] = {e.name: e for e in (
     ZooEntry("performer-tiny", "causal LM, 2 blocks, 4 heads, Performer FAVOR+ (32 orthogonal random features "
              "per head, fixed at export) into linear attention",
              lambda: TinyLM(lambda d: Performer(d, 4, features=32, causal=True, chunk_size=64))),
-    ZooEntry("gau-tiny", "causal LM, 2 blocks, GAU (s 32, expansion 2), relu²(QKᵀ/√s) / n, norm outside the square",
+    ZooEntry("gau-tiny", "causal LM, 2 blocks, GAU (s 32, expansion 2), relu²(QKᵀ/√s) / (i+1), row i divided by "
+             "its visible count, norm outside the square",
+             lambda: TinyLM(lambda d: GAU(d, qk_dim=32, attention="relu2", causal=True, norm="visible"))),
+    ZooEntry("gau-n-tiny", "causal LM, 2 blocks, GAU (s 32, expansion 2), relu²(QKᵀ/√s) / n with n the total length "
+             "(every row depends on it: no streaming), for the length-generalisation benchmark",
              lambda: TinyLM(lambda d: GAU(d, qk_dim=32, attention="relu2", causal=True, norm="n"))),
     ZooEntry("gau-softmax-tiny", "causal LM, 2 blocks, GAU (s 32, expansion 2) with softmax and the log-n scale "
              "(n_train 64)", lambda: TinyLM(lambda d: GAU(d, qk_dim=32, attention="softmax", causal=True, n_train=64))),

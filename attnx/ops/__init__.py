@@ -5,14 +5,16 @@ from __future__ import annotations
 from onnx import defs
 
 from attnx.errors import AttnxError
-from attnx.ops import linear_attention, mixed_chunk_attention, performer_features, sparse_attention
+from attnx.ops import (linear_attention, mixed_chunk_attention, performer_features, relu_squared_attention,
+                       sparse_attention)
 from attnx.ops.spec import Attr, OpSpec, PluginSpec, TensorArg
 
 DOMAIN = "attnx"
 VERSION = 1
 
 REGISTRY: dict[str, OpSpec] = {spec.name: spec for spec in (
-    linear_attention.SPEC, performer_features.SPEC, mixed_chunk_attention.SPEC, sparse_attention.SPEC)}
+    linear_attention.SPEC, performer_features.SPEC, mixed_chunk_attention.SPEC, sparse_attention.SPEC,
+    relu_squared_attention.SPEC)}
 
 
 def get_spec(name: str) -> OpSpec:

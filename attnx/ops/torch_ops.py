@@ -10,7 +10,8 @@ from __future__ import annotations
 import torch
 
 from attnx.errors import InputError
-from attnx.ops import linear_attention, mixed_chunk_attention, performer_features, sparse_attention
+from attnx.ops import (linear_attention, mixed_chunk_attention, performer_features, relu_squared_attention,
+                       sparse_attention)
 from attnx.ops.linear_attention import FEATURE_MAPS
 
 _FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
@@ -191,12 +192,12 @@ def check_performer_inputs(x, w) -> None:
         raise InputError(f"{op}: x and w must share a float dtype, got {x.dtype} and {w.dtype}")
 
 
-def favor_features(x, w, *, kind, eps):
+def favor_features(x, w, *, kind, eps, offset):
     """The eager path: the reference's formula in float32 (float64 when given float64)."""
     acc = _acc(x)
     x, w = x.to(acc) * x.shape[-1] ** -0.25, w.to(acc)
     wx = x @ w.T
-    c = wx.amax(-1, keepdim=True) if kind == "query" else wx.amax((-2, -1), keepdim=True)
+    c = performer_features.stabiliser(wx, kind=kind, offset=offset)
     return (wx - (x * x).sum(-1, keepdim=True) / 2 - c).exp() / w.shape[0] ** 0.5 + eps
 
 
@@ -263,3 +264,36 @@ TORCH_OPS.update({
     performer_features.SPEC.name: torch.ops.attnx.performer_features.default,
     mixed_chunk_attention.SPEC.name: torch.ops.attnx.mixed_chunk_attention.default,
 })
+
+
+# ReluSquaredAttention -------------------------------------------------------------------------
+
+torch.library.define("attnx::relu_squared_attention", relu_squared_attention.SPEC.torch_schema())
+
+
+def relu_squared_attn(q, k, v, *, causal, scale, norm, fixed_length, norm_placement):
+    """The eager path: the definition in float32 (float64 when given float64), dense [N, M]."""
+    acc = torch.float64 if q.dtype == torch.float64 else torch.float32
+    q, k, v = q.to(acc), k.to(acc), v.to(acc)
+    scores = (scale or q.shape[-1] ** -0.5) * (q @ k.transpose(-1, -2))
+    lengths = relu_squared_attention.row_lengths(q.shape[2], k.shape[2], causal=causal, norm=norm,
+                                                 fixed_length=fixed_length, dtype=acc).to(q.device)
+    a = torch.relu(scores / lengths).square() if norm_placement == "inside" else torch.relu(scores).square() / lengths
+    return (a.tril() if causal else a) @ v
+
+
+@torch.library.impl("attnx::relu_squared_attention", "CompositeExplicitAutograd")
+def _relu_squared_attention(q, k, v, **attrs):
+    attrs = relu_squared_attention.SPEC.resolve(attrs)
+    _check_qkv(relu_squared_attention.SPEC.name, q, k, v, same_length=attrs["causal"])
+    return relu_squared_attn(q, k, v, **attrs).to(q.dtype)
+
+
+@torch.library.register_fake("attnx::relu_squared_attention")
+def _relu_squared_attention_fake(q, k, v, **attrs):
+    attrs = relu_squared_attention.SPEC.resolve(attrs)
+    _check_qkv(relu_squared_attention.SPEC.name, q, k, v, same_length=attrs["causal"])
+    return q.new_empty(*q.shape[:3], v.shape[-1])
+
+
+TORCH_OPS[relu_squared_attention.SPEC.name] = torch.ops.attnx.relu_squared_attention.default

@@ -1,0 +1,85 @@
+"""ReluSquaredAttention: reference vs a row loop, eager path and ONNX body vs the reference.
+
+Tolerances: the float64 reference and the loop differ only in summation order (1e-10). The
+float32 eager path and ONNX body are held to 1e-4 relative and absolute: scores of order 1 are
+squared and summed over up to 300 keys, then divided by a length of up to 300.
+"""
+
+import numpy as np
+import pytest
+import torch
+
+from attnx.errors import AttributeValueError, InputError
+from attnx.ops import relu_squared_attention as rs
+from attnx.ops.torch_ops import relu_squared_attn
+from onnx_node import one_node_session
+
+COMBOS = [dict(causal=c, norm=n, norm_placement=p) for c in (False, True) for n in rs.NORMS for p in rs.PLACEMENTS]
+
+
+def ident(a):
+    return "-".join(f"{k}={v}" for k, v in a.items())
+
+
+def row_loop(q, k, v, *, causal, scale, norm, fixed_length, norm_placement):
+    """Row by row in float64, each row's length written out."""
+    q, k, v = q.double(), k.double(), v.double()
+    s = scale or q.shape[-1] ** -0.5
+    y = torch.zeros(*q.shape[:3], v.shape[-1], dtype=torch.float64)
+    for i in range(q.shape[2]):
+        keys = i + 1 if causal else k.shape[2]
+        length = {"n": k.shape[2], "visible": keys, "fixed": fixed_length, "none": 1}[norm]
+        scores = s * torch.einsum("bhd,bhmd->bhm", q[:, :, i], k[:, :, :keys])
+        a = torch.relu(scores / length).square() if norm_placement == "inside" else torch.relu(scores).square() / length
+        y[:, :, i] = torch.einsum("bhm,bhme->bhe", a, v[:, :, :keys])
+    return y
+
+
+def qkv(rng, n, d=8, e=6):
+    return (torch.randn(2, 3, n, d, generator=rng), torch.randn(2, 3, n, d, generator=rng),
+            torch.randn(2, 3, n, e, generator=rng))
+
+
+@pytest.mark.parametrize("attrs", COMBOS, ids=ident)
+def test_reference_equals_row_loop(attrs, rng):
+    attrs = dict(attrs, scale=0.0, fixed_length=7)
+    for n in (1, 13):
+        q, k, v = qkv(rng, n)
+        torch.testing.assert_close(rs.reference(q, k, v, **attrs)[0], row_loop(q, k, v, **attrs), rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("attrs", COMBOS, ids=ident)
+def test_eager_path_and_onnx_body_match_the_reference(attrs, rng):
+    attrs = dict(attrs, scale=0.3, fixed_length=64)
+    session = one_node_session("ReluSquaredAttention", attrs, {"q": 4, "k": 4, "v": 4})
+    for n in (1, 37, 300):
+        q, k, v = qkv(rng, n)
+        ref = rs.reference(q, k, v, **attrs)[0]
+        torch.testing.assert_close(relu_squared_attn(q, k, v, **attrs).double(), ref, rtol=1e-4, atol=1e-4)
+        (got,) = session.run(None, {"q": q.numpy(), "k": k.numpy(), "v": v.numpy()})
+        np.testing.assert_allclose(got, ref.numpy(), rtol=1e-4, atol=1e-4)
+
+
+def test_default_scale_is_one_over_root_d(rng):
+    q, k, v = qkv(rng, 5, d=16)
+    base = dict(causal=False, norm="none", fixed_length=1, norm_placement="outside")
+    torch.testing.assert_close(rs.reference(q, k, v, scale=0.0, **base)[0], rs.reference(q, k, v, scale=0.25, **base)[0])
+
+
+def test_norm_n_makes_early_rows_depend_on_the_total_length(rng):
+    q, k, v = qkv(rng, 12)
+    attrs = dict(causal=True, scale=0.0, fixed_length=1, norm_placement="outside")
+    for norm, depends in (("n", True), ("visible", False)):
+        short = rs.reference(q[:, :, :6], k[:, :, :6], v[:, :, :6], norm=norm, **attrs)[0]
+        long = rs.reference(q, k, v, norm=norm, **attrs)[0][:, :, :6]
+        assert (not torch.allclose(short, long)) == depends
+
+
+def test_bad_attributes_and_inputs_are_clear_errors():
+    with pytest.raises(AttributeValueError, match="'norm' = 'length' is not allowed; expected one of 'n', 'visible'"):
+        rs.SPEC.resolve({"norm": "length"})
+    with pytest.raises(AttributeValueError, match="'fixed_length' = 0 is not allowed"):
+        rs.SPEC.resolve({"fixed_length": 0})
+    with pytest.raises(InputError, match="keys must have the queries' length"):
+        torch.ops.attnx.relu_squared_attention(torch.zeros(1, 1, 4, 8), torch.zeros(1, 1, 5, 8),
+                                               torch.zeros(1, 1, 5, 8), causal=True)
