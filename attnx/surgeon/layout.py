@@ -1,0 +1,41 @@
+"""Operands in the attention layout [B, H, N, D], whatever axis order and rank a graph keeps.
+
+attnx nodes and ONNX Attention take [B, H, N, D]; a match found in a graph has its own axis
+order and rank (GAU is single-head [B, N, D]). `to_bhnd` brings an operand there with
+Transpose/Unsqueeze, `from_bhnd` brings a result back.
+"""
+
+from __future__ import annotations
+
+import onnx_graphsurgeon as gs
+
+from attnx.surgeon.contraction import Operand
+from attnx.surgeon.graph import Emitter
+
+RANK = 4
+
+
+def fits(batch: str, op: str) -> tuple[bool, str]:
+    """Whether operands with these batch axes fit [B, H, ·, ·]: a check's (ok, why)."""
+    ok = len(batch) <= RANK - 2
+    return ok, (f"{len(batch)} batch axes fit [B, H, N, D]" if ok else
+                f"operands have {len(batch)} batch axes; {op} takes at most 2 ([B, H, N, D])")
+
+
+def _added_axes(rank: int) -> list[int]:
+    return list(range(1, 1 + RANK - rank)) if rank > 2 else [0, 1]
+
+
+def to_bhnd(emit: Emitter, op: Operand, want: str) -> gs.Tensor:
+    """`op` with its axes in order `want` ([batch…, token, feature]), unsqueezed to rank 4."""
+    x = emit.relabel(op.tensor, op.labels, want)
+    if len(want) < RANK:
+        x = emit.op("Unsqueeze", x, emit.ints(_added_axes(len(want))))
+    return x
+
+
+def from_bhnd(emit: Emitter, y: gs.Tensor, have: str, want: str) -> gs.Tensor:
+    """A rank-4 result whose real axes are `have` back to the graph's order `want`."""
+    if len(have) < RANK:
+        y = emit.op("Squeeze", y, emit.ints(_added_axes(len(have))))
+    return emit.relabel(y, have, want)

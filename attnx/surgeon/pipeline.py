@@ -1,0 +1,90 @@
+"""`optimize_model`: the passes in their fixed order, then the target form.
+
+Order (each pass sees the graph the previous one left):
+  1. fuse-softmax-attention softmax(s·QKᵀ [+ causal mask])·V → ONNX Attention (opset 23)
+  2. reassociate            (QKᵀ)V → Q(KᵀV) for softmax-free attention; causal → LinearAttention
+  3. fuse-linear-attention  Q(KᵀV) with its feature map and normaliser, and the causal CumSum
+                            form → LinearAttention (runs after 2, which produces the Q(KᵀV) form)
+Specific fusions come before general ones, so a softmax is claimed by its own pass
+before reassociation sees the product. After every pass the graph is
+cleaned up and sorted, local functions are attached and shapes inferred again; the
+target form is checked by onnx.checker.
+"""
+
+from __future__ import annotations
+
+import onnx
+import onnx_graphsurgeon as gs
+from onnx import shape_inference
+
+from attnx.errors import AttnxError, OnnxFileError
+from attnx.exporters.functions import attach_local_functions, model_opset
+from attnx.ops import DOMAIN, register_onnx_schemas
+from attnx.surgeon.framework import Pass
+from attnx.surgeon.fuse_linear_attention import FuseLinearAttention
+from attnx.surgeon.fuse_softmax_attention import FuseSoftmaxAttention
+from attnx.surgeon.reassociate import Reassociate
+from attnx.surgeon.retarget import TARGETS, retarget
+
+PASSES: dict[str, type[Pass]] = {cls.name: cls for cls in (
+    FuseSoftmaxAttention,
+    Reassociate,
+    FuseLinearAttention,
+)}
+
+
+def _strip_attnx_functions(model: onnx.ModelProto) -> onnx.ModelProto:
+    """attnx local functions are regenerated from the specs; graphsurgeon need not carry them."""
+    keep = [f for f in model.functions if f.domain != DOMAIN]
+    del model.functions[:]
+    model.functions.extend(keep)
+    for node in model.graph.node:
+        node.overload = ""
+    return model
+
+
+def _infer(model: onnx.ModelProto) -> onnx.ModelProto:
+    try:
+        return shape_inference.infer_shapes(model, data_prop=True)
+    except Exception as exc:  # onnx raises its own InferenceError and a few others
+        raise OnnxFileError(f"ONNX shape inference failed: {exc}") from exc
+
+
+def _run_pass(model: onnx.ModelProto, pass_: Pass):
+    graph = gs.import_onnx(_strip_attnx_functions(_infer(model)))
+    report = pass_.run(graph, model_opset(model))
+    graph.cleanup().toposort()
+    out = gs.export_onnx(graph, do_type_check=False)
+    out.ir_version = model.ir_version
+    out.metadata_props.extend(model.metadata_props)
+    out.functions.extend(f for f in model.functions if f.domain != DOMAIN)
+    return attach_local_functions(out), report
+
+
+def select_passes(names: list[str] | None) -> list[Pass]:
+    """The passes to run, always in pipeline order; unknown names list the known ones."""
+    if names is None:
+        return [cls() for cls in PASSES.values()]
+    unknown = [n for n in names if n not in PASSES]
+    if unknown:
+        raise AttnxError(f"unknown pass(es) {', '.join(unknown)}; the passes are {', '.join(PASSES)}")
+    return [cls() for name, cls in PASSES.items() if name in names]
+
+
+def optimize_model(model: onnx.ModelProto, target: str = "ort", passes: list[str] | None = None):
+    """Run the passes, then convert to `target`: (ModelProto, [PassReport]).
+
+    The input is not modified. `passes` None runs them all.
+    """
+    if target not in TARGETS:
+        raise AttnxError(f"unknown target {target!r}; expected one of {', '.join(TARGETS)}")
+    if not isinstance(model, onnx.ModelProto):
+        raise OnnxFileError(f"expected an onnx.ModelProto, got {type(model).__name__}")
+    register_onnx_schemas()
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    reports = []
+    for pass_ in select_passes(passes):
+        out, report = _run_pass(out, pass_)
+        reports.append(report)
+    return retarget(_infer(out), target), reports

@@ -1,0 +1,96 @@
+"""The three forms of one graph (DESIGN.md, "Three forms of one graph").
+
+ort       attnx nodes with their local functions: any ONNX Runtime runs the file.
+portable  functions inlined by onnx.inliner: standard ops only.
+trt       each attnx node becomes its TensorRT plugin node: op_type = the spec's plugin name,
+          domain trt.plugins, `plugin_version` and `plugin_namespace` attributes, no local
+          functions, attributes in the types the TensorRT ONNX parser hands to plugins
+          (int → INT read as int32, float → FLOAT read as float32, str → STRING read as char).
+Everything comes from the op's spec (`spec.plugin`, `spec.attributes`).
+"""
+
+from __future__ import annotations
+
+import onnx
+import onnx.inliner
+import onnx_graphsurgeon as gs
+from onnx import helper
+
+from attnx.errors import OnnxFileError
+from attnx.exporters.functions import attach_local_functions, node_attributes
+from attnx.ops import DOMAIN, get_spec
+
+TARGETS = ("ort", "portable", "trt")
+TRT_DOMAIN = "trt.plugins"
+_INT32 = (-(2**31), 2**31 - 1)
+
+
+def to_ort(model: onnx.ModelProto) -> onnx.ModelProto:
+    return attach_local_functions(model)
+
+
+def to_portable(model: onnx.ModelProto) -> onnx.ModelProto:
+    model = onnx.inliner.inline_local_functions(attach_local_functions(model))
+    left = sorted({f"{n.domain}::{n.op_type}" for n in model.graph.node if n.domain not in ("", "ai.onnx")})
+    if left:
+        raise OnnxFileError(f"inlining left non-standard nodes {', '.join(left)}; the portable form must hold "
+                            "standard ONNX ops only")
+    _drop_opset(model, DOMAIN)
+    graph = gs.import_onnx(model)  # specialised bodies leave constants their branch did not use
+    cleaned = gs.export_onnx(graph.cleanup(), do_type_check=False)
+    cleaned.ir_version = model.ir_version
+    cleaned.metadata_props.extend(model.metadata_props)
+    return cleaned
+
+
+def _plugin_attribute(spec, name: str, value) -> onnx.AttributeProto:
+    attr = spec.attr(name)
+    value = attr.to_onnx(value)
+    if attr.type in (bool, int) and not _INT32[0] <= value <= _INT32[1]:
+        raise OnnxFileError(f"{spec.name}: attribute '{name}' = {value} does not fit the plugin field's int32")
+    if attr.type is float:
+        return helper.make_attribute(name, float(value), attr_type=onnx.AttributeProto.FLOAT)
+    if attr.type is str:
+        return helper.make_attribute(name, value, attr_type=onnx.AttributeProto.STRING)
+    return helper.make_attribute(name, int(value), attr_type=onnx.AttributeProto.INT)
+
+
+def to_trt(model: onnx.ModelProto) -> onnx.ModelProto:
+    model = attach_local_functions(model)  # completes every node's attributes from its spec
+    for node in model.graph.node:
+        if node.domain != DOMAIN:
+            continue
+        spec = get_spec(node.op_type)
+        attrs = spec.resolve(node_attributes(node))
+        del node.attribute[:]
+        node.attribute.extend(_plugin_attribute(spec, a.name, attrs[a.name]) for a in spec.attributes)
+        node.attribute.extend([helper.make_attribute("plugin_version", spec.plugin.version),
+                               helper.make_attribute("plugin_namespace", spec.plugin.namespace)])
+        node.op_type, node.domain, node.overload = spec.plugin.name, TRT_DOMAIN, ""
+    del model.functions[:]
+    _drop_opset(model, DOMAIN)
+    if any(n.domain == TRT_DOMAIN for n in model.graph.node) and not any(
+            o.domain == TRT_DOMAIN for o in model.opset_import):
+        model.opset_import.append(helper.make_opsetid(TRT_DOMAIN, 1))
+    return model
+
+
+def _drop_opset(model: onnx.ModelProto, domain: str) -> None:
+    keep = [o for o in model.opset_import if o.domain != domain]
+    del model.opset_import[:]
+    model.opset_import.extend(keep)
+
+
+RETARGET = {"ort": to_ort, "portable": to_portable, "trt": to_trt}
+
+
+def retarget(model: onnx.ModelProto, target: str) -> onnx.ModelProto:
+    """`model` (attnx form) in the form `target`, checked by onnx.checker."""
+    if target not in RETARGET:
+        raise OnnxFileError(f"unknown target {target!r}; expected one of {', '.join(TARGETS)}")
+    out = RETARGET[target](model)
+    try:
+        onnx.checker.check_model(out)
+    except onnx.checker.ValidationError as exc:
+        raise OnnxFileError(f"the {target} form fails onnx.checker: {exc}") from exc
+    return out

@@ -1,0 +1,83 @@
+"""Fusion into attnx ops and ONNX Attention, on plain-torch exports and on x-transformers."""
+
+import pytest
+import torch
+
+from attnx.surgeon import optimize_model
+from test_surgeon_models import (EXPORT_LEN, QKV, QKV_AXES, CausalSoftmaxAttention, CumsumCausalLinearAttention,
+                                 EinsumLinearAttention, LocalWindowAttention, assert_same_outputs, export)
+
+
+def optimize(model, passes=None):
+    out, reports = optimize_model(model, "ort", passes)
+    return out, {r.name: r for r in reports}
+
+
+def attrs_of(node):
+    return {a.name: (a.s.decode() if a.type == a.STRING else a.f if a.type == a.FLOAT else a.i) for a in node.attribute}
+
+
+def only_node(model, domain, op):
+    nodes = [n for n in model.graph.node if n.domain == domain and n.op_type == op]
+    assert len(nodes) == 1, [n.op_type for n in model.graph.node]
+    return nodes[0]
+
+
+def test_quadratic_linear_attention_ends_as_one_linear_attention_node_with_its_feature_map(rng):
+    model = export(EinsumLinearAttention(), QKV, QKV_AXES)
+    out, reports = optimize(model)
+    assert reports["fuse-linear-attention"].rewritten == 1
+    assert len(out.graph.node) == 1  # Elu+1 absorbed: the node takes the raw q, k
+    attrs = attrs_of(only_node(out, "attnx", "LinearAttention"))
+    assert (attrs["causal"], attrs["feature_map"], attrs["normalize"]) == (0, "elu", 1)
+    assert attrs["eps"] == pytest.approx(1e-6)
+    assert_same_outputs(model, out, QKV, QKV_AXES, rng)
+
+
+def test_cumsum_causal_linear_attention_becomes_causal_linear_attention(rng):
+    model = export(CumsumCausalLinearAttention(), QKV, QKV_AXES)
+    out, reports = optimize(model)
+    assert "causal CumSum form" in reports["fuse-linear-attention"].details[0]["change"]
+    attrs = attrs_of(only_node(out, "attnx", "LinearAttention"))
+    assert (attrs["causal"], attrs["feature_map"], attrs["normalize"]) == (1, "elu", 1)
+    # lengths past the node's chunk (64) exercise its chunked causal body
+    assert_same_outputs(model, out, QKV, QKV_AXES, rng, lengths=(1, 37, 130))
+
+
+def test_causal_softmax_attention_becomes_onnx_attention(rng):
+    model = export(CausalSoftmaxAttention(), QKV, QKV_AXES, opset=23)
+    out, reports = optimize(model)
+    attrs = attrs_of(only_node(out, "", "Attention"))
+    assert attrs["is_causal"] == 1 and attrs["scale"] == pytest.approx(8 ** -0.5)
+    assert reports["reassociate"].matched == 0  # claimed by the softmax fusion first
+    assert_same_outputs(model, out, QKV, QKV_AXES, rng)
+
+
+def test_softmax_fusion_needs_opset_23_and_says_so():
+    model = export(CausalSoftmaxAttention(), QKV, QKV_AXES, opset=18)
+    _, reports = optimize(model, ["fuse-softmax-attention"])
+    detail = reports["fuse-softmax-attention"].details[0]
+    assert not detail["rewritten"] and "opset is 18" in detail["why"], detail
+
+
+def test_local_window_softmax_is_not_taken_for_causal_attention():
+    model = export(LocalWindowAttention(), QKV, QKV_AXES, opset=23)
+    out, reports = optimize(model)
+    detail = reports["fuse-softmax-attention"].details[0]
+    assert not detail["rewritten"] and detail["why"].startswith("mask_is_causal"), detail
+    assert reports["reassociate"].details[0]["why"].startswith("softmax_free")
+    assert not any(n.op_type == "Attention" for n in out.graph.node)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_x_transformers_attention_fuses_into_onnx_attention(causal, rng):
+    x_transformers = pytest.importorskip("x_transformers", reason="x-transformers is in the test extra")
+    torch.manual_seed(0)
+    module = (x_transformers.Decoder if causal else x_transformers.Encoder)(dim=16, depth=1, heads=2, attn_dim_head=8)
+    shapes, axes = [(2, EXPORT_LEN, 16)], (1,)
+    model = export(module, shapes, axes, opset=23)
+    out, reports = optimize(model)
+    assert reports["fuse-softmax-attention"].rewritten == 1
+    assert attrs_of(only_node(out, "", "Attention"))["is_causal"] == int(causal)
+    assert not any(n.op_type == "Softmax" for n in out.graph.node)
+    assert_same_outputs(model, out, shapes, axes, rng)
