@@ -1,4 +1,4 @@
-"""attnx command line: zoo | export | check | convert | generate | bench | plugins, and the steps not built yet."""
+"""attnx command line: zoo | export | check | optimize | convert | generate | bench, and the steps not built yet."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ from pathlib import Path
 from attnx.errors import AttnxError
 
 NOT_BUILT = {
-    "optimize": "graph passes (fusion, reassociation, retargeting) are not built yet: issue #3",
     "build": "TensorRT engine building is not built yet: issue #4",
     "plugins": "the TensorRT plugin library is not built yet: issue #4",
 }
@@ -150,19 +149,36 @@ def _cmd_generate(args) -> int:
     return 0
 
 
+def _optimize(onnx_path: Path, out: Path, progress) -> None:
+    """The surgeon's passes on an exported file, written in the ort form."""
+    import onnx
+
+    from attnx.surgeon.pipeline import optimize_model
+
+    with progress.step(f"optimize {onnx_path} → {out} (all passes, ort form)"):
+        optimized, reports = optimize_model(onnx.load(onnx_path), "ort")
+        onnx.save(optimized, out)
+        for r in reports:
+            changes = [d["change"] for d in r.details if d["rewritten"]]
+            progress.note(f"{r.name}: matched {r.matched}, rewritten {r.rewritten}"
+                          + (f" ({'; '.join(changes)})" if changes else ""))
+
+
 def _cmd_convert(args) -> int:
     from attnx.models import load_model
     from attnx.progress import Progress
 
-    progress = Progress(2)
+    progress = Progress(3)
     out_dir = Path(args.output)
     path, sep, factory = args.model.rpartition(":")
     name = f"{Path(path).stem}-{factory}" if sep and path.endswith(".py") else args.model  # file.py:fn → file-fn
     onnx_path = out_dir / f"{name}.onnx"
-    loaded = load_model(args.model, batch=args.batch, seq_len=args.trace_len)  # one model for both steps
+    optimized_path = out_dir / f"{name}.optimized.onnx"
+    loaded = load_model(args.model, batch=args.batch, seq_len=args.trace_len)  # one model for every step
     _export(loaded, onnx_path, args, progress)
-    args.json = args.json or out_dir / f"{onnx_path.stem}.parity.json"
-    return _check(onnx_path, loaded, args, progress)
+    _optimize(onnx_path, optimized_path, progress)
+    args.json = args.json or out_dir / f"{name}.parity.json"
+    return _check(optimized_path, loaded, args, progress)
 
 
 def _not_built(name: str):
@@ -222,7 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_check_options(p)
     p.set_defaults(run=_cmd_check)
 
-    p = sub.add_parser("convert", help="export, then check (the whole path for one model)")
+    p = sub.add_parser("convert", help="export, optimize, then check (the whole path for one model)")
     p.add_argument("model", nargs="?", default="linear-tiny", help=model_help + " (default linear-tiny)")
     p.add_argument("-o", "--output", default="attnx-out", help="output folder (default attnx-out)")
     p.add_argument("--seq-len", type=int, action="append", help="a length to check; repeat (default 1, 37, 300)")
@@ -238,6 +254,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the random prompt (default 0)")
     _add_export_options(p)
     p.set_defaults(run=_cmd_generate)
+
+    from attnx.surgeon.cli import add_parser as add_optimize_parser
+
+    add_optimize_parser(sub)
 
     from attnx.bench import add_parser as add_bench_parser
 

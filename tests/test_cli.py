@@ -43,8 +43,11 @@ def test_export_then_check_with_json(tmp_path):
 def test_convert_defaults_to_linear_tiny_and_passes(tmp_path):
     code, out, err = run("convert", "-o", str(tmp_path / "out"))
     assert code == 0, out + err
-    assert "[1/2] export linear-tiny" in err and "[2/2] check" in err and "PASSED" in out
-    assert json.loads((tmp_path / "out" / "linear-tiny.parity.json").read_text())["passed"]
+    assert "[1/3] export linear-tiny" in err and "[2/3] optimize" in err and "[3/3] check" in err
+    assert "PASSED" in out
+    assert (tmp_path / "out" / "linear-tiny.optimized.onnx").exists()
+    report = json.loads((tmp_path / "out" / "linear-tiny.parity.json").read_text())
+    assert report["passed"] and report["onnx"].endswith("linear-tiny.optimized.onnx")
 
 
 def test_convert_names_its_files_after_a_factory_reference(tmp_path, capsys):
@@ -93,7 +96,7 @@ def test_wrong_rank_input_is_a_clear_error(tmp_path, capsys, exported):
     assert "takes rank 3 [2, 9, 16]" in err
 
 
-@pytest.mark.parametrize("command", ["optimize", "build", "plugins"])
+@pytest.mark.parametrize("command", ["build", "plugins"])
 def test_steps_not_built_yet_say_so(command, capsys):
     assert main([command, "anything"]) == 2
     assert f"attnx {command} is not available in this version" in capsys.readouterr().err

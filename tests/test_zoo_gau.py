@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from attnx.errors import AttributeValueError
-from attnx.models.gau import GAU, reference
+from attnx.models.gau import GAU, reference, relu_squared_attention
 
 SETTINGS = [dict(attention="relu2", causal=c, norm=n, norm_placement=p)
             for c in (False, True) for n in ("n", "visible", "fixed", "none") for p in ("outside", "inside")]
@@ -73,3 +73,13 @@ def test_placement_inside_and_outside_differ_by_the_norm(rng):
 def test_bad_settings_say_what_is_allowed(kwargs, message):
     with pytest.raises(AttributeValueError, match=message):
         GAU(16, **kwargs)
+
+
+@pytest.mark.parametrize("settings", [s for s in SETTINGS if s["attention"] == "relu2"], ids=setting_id)
+def test_the_op_call_equals_the_plain_torch_formula(settings, rng):
+    """The module calls attnx::relu_squared_attention; the plain-ops form is the same formula."""
+    m = module(rng, **settings)
+    q, k = (torch.randn(2, 1, 11, 8, generator=rng, dtype=torch.float64) for _ in range(2))
+    v = torch.randn(2, 1, 11, 6, generator=rng, dtype=torch.float64)
+    torch.testing.assert_close(torch.ops.attnx.relu_squared_attention(q, k, v, **m.relu2),
+                               relu_squared_attention(q, k, v, **m.relu2), rtol=1e-12, atol=1e-12)

@@ -12,8 +12,9 @@ from onnx import helper
 from attnx.check import TOLERANCES, check_parity
 from onnx_node import inlined_intermediate_shapes
 
-LM_MODELS = ("performer-tiny", "gau-tiny", "gau-softmax-tiny", "flash-tiny", "local-tiny", "dilated-tiny", "strided-tiny", "transnormer-tiny")
-OPS = {"performer-tiny": {"PerformerFeatures", "LinearAttention"}, "gau-tiny": set(), "gau-softmax-tiny": set(),
+LM_MODELS = ("performer-tiny", "gau-tiny", "gau-n-tiny", "gau-softmax-tiny", "flash-tiny", "local-tiny", "dilated-tiny", "strided-tiny", "transnormer-tiny")
+OPS = {"performer-tiny": {"PerformerFeatures", "LinearAttention"}, "gau-tiny": {"ReluSquaredAttention"}, "gau-n-tiny": {"ReluSquaredAttention"},
+       "gau-softmax-tiny": set(),
        "flash-tiny": {"MixedChunkAttention"},
        "local-tiny": {"SparseAttention"}, "dilated-tiny": {"SparseAttention"}, "strided-tiny": {"SparseAttention"},
        "transnormer-tiny": {"SparseAttention", "LinearAttention"}}

@@ -10,9 +10,10 @@ Q = Z ⊙ γ_q + β_q, K = Z ⊙ γ_k + β_k; output (U ⊙ A V) W_o, single hea
 - `softmax`: A = softmax(log n / log n_train · QKᵀ/√s), the log-n scale that Su's article
   shows generalises to longer sequences where relu²/n does not.
 
-The relu² attention is written here with plain torch ops (a dense [N, N] product): the
-`ReluSquaredAttention` op spec (attnx/ops/relu_squared_attention.py) did not exist when this
-module was written. `relu_squared_attention` takes that spec's attribute names.
+The relu² attention is one `attnx::ReluSquaredAttention` call (attnx/ops/relu_squared_attention.py),
+in the prefill and in the decode step, so the exported graphs carry one node per call that the
+TensorRT plugin takes. `relu_squared_attention` below is the same formula in plain torch ops,
+kept as the readable form (the tests compare the two).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from torch import nn
 from attnx.errors import AttributeValueError
 from attnx.models.flash import ScaleOffset
 from attnx.models.softmax_attention import length_scale
+from attnx.ops import torch_ops  # noqa: F401  (registers torch.ops.attnx.*)
 
 NORMS = ("n", "visible", "fixed", "none")
 PLACEMENTS = ("outside", "inside")
@@ -132,7 +134,7 @@ class GAU(nn.Module):
             q = q * length_scale(x.shape[1], causal=self.causal, n_train=self.n_train, dtype=q.dtype, device=q.device)
             y = nn.functional.scaled_dot_product_attention(q, k, v, is_causal=self.causal, scale=q.shape[-1] ** -0.5)
         else:
-            y = relu_squared_attention(q, k, v, **self.relu2)
+            y = torch.ops.attnx.relu_squared_attention(q, k, v, **self.relu2)
         return self.out(u * y.squeeze(1)), (k, v)
 
     def decode(self, x, state):
@@ -146,11 +148,7 @@ class GAU(nn.Module):
             q = q * length_scale(t, causal=True, n_train=self.n_train, dtype=q.dtype, device=q.device)[-1:]
             y = nn.functional.scaled_dot_product_attention(q, k, v, scale=q.shape[-1] ** -0.5)
         else:
-            r = self.relu2
-            length = length_norm(t, causal=True, norm=r["norm"], fixed_length=r["fixed_length"], dtype=q.dtype,
-                                 device=q.device)[-1:]
-            scores = r["scale"] * q @ k.transpose(-1, -2)
-            a = (torch.relu(scores / length).square() if r["norm_placement"] == "inside"
-                 else torch.relu(scores).square() / length)
-            y = a @ v
+            # one query over every cached key is the non-causal op: `visible` is then the key
+            # count T + 1, the new token's visible count ('n' does not stream, see above)
+            y = torch.ops.attnx.relu_squared_attention(q, k, v, **dict(self.relu2, causal=False))
         return self.out(u * y.squeeze(1)), (k, v)
