@@ -141,10 +141,12 @@ def _cmd_generate(args) -> int:
 
     progress = Progress(1)
     with tempfile.TemporaryDirectory(prefix="attnx-generate-") as tmp:
+        runtime = "TensorRT" if args.backend == "trt" else "ONNX Runtime"
         with progress.step(f"export {args.model} prefill and decode graphs, then decode {args.new_tokens} tokens "
-                           f"greedily in ONNX Runtime"):
+                           f"greedily in {runtime}"):
             result = generate(load_model(args.model), tmp, prompt_len=args.prompt_len, new_tokens=args.new_tokens,
-                              backend=args.backend, dtype=args.dtype, opset=args.opset, seed=args.seed)
+                              backend=args.backend, dtype=args.dtype, opset=args.opset, seed=args.seed,
+                              plugin_library=args.plugins)
     print(result.summary())
     return 0
 
@@ -250,7 +252,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", nargs="?", default="linear-tiny", help="a causal zoo language model (default linear-tiny)")
     p.add_argument("--prompt-len", type=int, default=16, help="random prompt length (default 16)")
     p.add_argument("--new-tokens", type=int, default=32, help="tokens to generate (default 32)")
-    p.add_argument("--backend", choices=["ort", "trt"], default="ort")
+    p.add_argument("--backend", choices=["ort", "trt"], default="ort",
+                   help="ort: ONNX Runtime CPU (default); trt: TensorRT engines with the plugin library")
+    p.add_argument("--plugins", metavar="LIB", default=None,
+                   help="plugin library for --backend trt (default: $ATTNX_PLUGIN_LIB, else the built one)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random prompt (default 0)")
     _add_export_options(p)
     p.set_defaults(run=_cmd_generate)

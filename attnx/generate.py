@@ -16,6 +16,8 @@ from attnx.errors import BackendUnavailableError
 from attnx.exporters.stream import export_stream
 from attnx.models.zoo import LoadedModel
 
+BACKENDS = ("ort", "trt")
+
 
 @dataclasses.dataclass
 class Generation:
@@ -40,23 +42,38 @@ class Generation:
 
 
 def generate(loaded: LoadedModel, work_dir: str | Path, *, prompt_len: int = 16, new_tokens: int = 32,
-             backend: str = "ort", dtype: str = "fp32", opset: int | None = None, seed: int = 0) -> Generation:
-    """Export prefill and decode graphs into work_dir, then decode greedily in ONNX Runtime."""
-    if backend != "ort":
-        raise BackendUnavailableError(f"backend {backend!r} is not available: TensorRT engines are not built "
-                                      "by this version (issue #4); use --backend ort")
+             backend: str = "ort", dtype: str = "fp32", opset: int | None = None, seed: int = 0,
+             plugin_library: str | Path | None = None) -> Generation:
+    """Export prefill and decode graphs into work_dir, then decode greedily in ONNX Runtime (`ort`) or
+    in TensorRT engines built with the attnx plugin library (`trt`)."""
+    if backend not in BACKENDS:
+        raise BackendUnavailableError(f"backend {backend!r} is not one of {', '.join(BACKENDS)}")
+    if backend == "trt":
+        from attnx.plugins.engine import require_tensorrt
+
+        require_tensorrt()  # before the export: say at once that it cannot run here
     paths = export_stream(loaded, Path(work_dir) / f"{loaded.name}.onnx", "both", dtype=dtype, opset=opset)
     with G_LOGGER.verbosity(G_LOGGER.ERROR):
-        stream = OrtStream(paths["prefill"], paths["decode"])
-    generator = torch.Generator().manual_seed(seed)
-    prompt = torch.randint(0, loaded.module.vocab_size, (1, prompt_len), generator=generator).numpy()
-    start = time.perf_counter()
-    logits, states = stream.start(prompt)
-    prefill_ms = (time.perf_counter() - start) * 1e3
-    tokens, decode_ms = [int(logits[0, -1].argmax())], []
-    for _ in range(new_tokens - 1):
+        if backend == "trt":
+            from attnx.check.trt_stream import TrtStream
+
+            stream = TrtStream(paths["prefill"], paths["decode"], max_len=prompt_len + new_tokens,
+                               precision=dtype, plugin_library=plugin_library)
+        else:
+            stream = OrtStream(paths["prefill"], paths["decode"])
+    try:
+        generator = torch.Generator().manual_seed(seed)
+        prompt = torch.randint(0, loaded.module.vocab_size, (1, prompt_len), generator=generator).numpy()
         start = time.perf_counter()
-        logits, states = stream.step(np.array([[tokens[-1]]], dtype=np.int64), states)
-        decode_ms.append((time.perf_counter() - start) * 1e3)
-        tokens.append(int(logits[0, -1].argmax()))
-    return Generation(prompt[0].tolist(), tokens, prefill_ms, decode_ms, sum(v.nbytes for v in states.values()))
+        logits, states = stream.start(prompt)
+        prefill_ms = (time.perf_counter() - start) * 1e3
+        tokens, decode_ms = [int(logits[0, -1].argmax())], []
+        for _ in range(new_tokens - 1):
+            start = time.perf_counter()
+            logits, states = stream.step(np.array([[tokens[-1]]], dtype=np.int64), states)
+            decode_ms.append((time.perf_counter() - start) * 1e3)
+            tokens.append(int(logits[0, -1].argmax()))
+        return Generation(prompt[0].tolist(), tokens, prefill_ms, decode_ms, sum(v.nbytes for v in states.values()))
+    finally:
+        if hasattr(stream, "close"):
+            stream.close()

@@ -163,8 +163,9 @@ def test_generate_reports_tokens_latency_and_a_constant_linear_state(tmp_path):
 
 
 def test_generate_with_trt_says_it_is_not_available(tmp_path):
-    with pytest.raises(BackendUnavailableError, match="backend 'trt' is not available"):
+    with pytest.raises(BackendUnavailableError, match="TensorRT is not installed here"):
         generate(load_model("linear-tiny"), tmp_path, backend="trt")
+    assert not list(tmp_path.iterdir())  # said before exporting anything
 
 
 def test_cli_export_both_then_check_stream(tmp_path, capsys):
