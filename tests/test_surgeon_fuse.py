@@ -60,9 +60,21 @@ def test_softmax_fusion_needs_opset_23_and_says_so():
     assert not detail["rewritten"] and "opset is 18" in detail["why"], detail
 
 
-def test_local_window_softmax_is_not_taken_for_causal_attention():
+def test_local_window_softmax_becomes_sparse_attention_not_causal_attention(rng):
     model = export(LocalWindowAttention(), QKV, QKV_AXES, opset=23)
     out, reports = optimize(model)
+    assert reports["fuse-sparse-attention"].rewritten == 1
+    assert reports["fuse-softmax-attention"].matched == 0  # claimed by the specific pass first
+    attrs = attrs_of(only_node(out, "attnx", "SparseAttention"))
+    assert (attrs["pattern"], attrs["window"], attrs["causal"]) == ("local", 2, 0)
+    assert attrs["scale"] == pytest.approx(8 ** -0.5)
+    assert not any(n.op_type == "Attention" for n in out.graph.node)
+    assert_same_outputs(model, out, QKV, QKV_AXES, rng)
+
+
+def test_band_mask_with_softmax_fusion_alone_is_not_taken_for_causal_attention():
+    model = export(LocalWindowAttention(), QKV, QKV_AXES, opset=23)
+    out, reports = optimize(model, ["fuse-softmax-attention", "reassociate"])
     detail = reports["fuse-softmax-attention"].details[0]
     assert not detail["rewritten"] and detail["why"].startswith("mask_is_causal"), detail
     assert reports["reassociate"].details[0]["why"].startswith("softmax_free")

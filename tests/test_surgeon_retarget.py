@@ -43,6 +43,9 @@ def test_trt_form_names_the_plugin_and_types_fields_as_the_parser_passes_them(pl
     for field in spec.plugin_fields():
         assert attrs[field["name"]].type == PARSER_TYPE[field["type"]], field
     assert set(attrs) == {f["name"] for f in spec.plugin_fields()} | {"plugin_version", "plugin_namespace"}
+    # the plugin always has y and both states; TensorRT's parser wants one named node output per plugin output
+    assert len(node.output) == len(spec.outputs) == 3 and all(node.output)
+    assert node.output[0] == out.graph.output[0].name
 
 
 def test_unknown_target_and_pass_say_what_exists(plain):
@@ -50,3 +53,19 @@ def test_unknown_target_and_pass_say_what_exists(plain):
         optimize_model(plain, "tensorrt")
     with pytest.raises(AttnxError, match="unknown pass.*reassociate"):
         optimize_model(plain, "ort", ["reassociation"])
+
+
+def test_portable_form_of_every_new_fusion_is_standard_ops_and_computes_the_same(rng):
+    from test_surgeon_performer import SoftmaxKernelPerformer
+    from test_surgeon_relu_squared import AXES3, QKV3, Relu2
+    from test_surgeon_rotary import RotaryAttention
+    from test_surgeon_sparse import CausalLocalAttention
+
+    cases = [(Relu2("n", True), QKV3, AXES3, 18), (CausalLocalAttention(), QKV, QKV_AXES, 18),
+             (SoftmaxKernelPerformer(True), QKV, QKV_AXES, 18), (RotaryAttention(), QKV, QKV_AXES, 23)]
+    for module, shapes, axes, opset in cases:
+        model = export(module, shapes, axes, opset=opset)
+        out, reports = optimize_model(model, "portable")
+        assert sum(r.rewritten for r in reports) >= 1, type(module).__name__
+        assert not out.functions and {n.domain for n in out.graph.node} == {""}, type(module).__name__
+        assert_same_outputs(model, out, shapes, axes, rng, lengths=(1, 37))

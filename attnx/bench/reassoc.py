@@ -48,8 +48,9 @@ def _graphs(d: int):
     return quadratic, linear
 
 
-def _median_ms(session, feeds, repeats: int) -> float:
-    session.run(None, feeds)  # warm-up: allocations and kernel selection
+def _median_ms(session, feeds, repeats: int, warmup: int = 3) -> float:
+    for _ in range(warmup):  # allocations, kernel selection, the thread pool's start
+        session.run(None, feeds)
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -61,7 +62,10 @@ def _median_ms(session, feeds, repeats: int) -> float:
 def add_arguments(parser) -> None:
     parser.add_argument("--lengths", default="1024,4096,16384", help="sequence lengths N (default 1024,4096,16384)")
     parser.add_argument("--dim", type=int, default=64, help="head size d = e (default 64)")
-    parser.add_argument("--repeats", type=int, default=5, help="timed runs per graph and length; median (default 5)")
+    parser.add_argument("--repeats", type=int, default=20, help="timed runs per graph and length; median (default 20)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="ONNX Runtime intra-op threads (default 0: its default, one per core); 1 gives the "
+                             "steadiest ratios on a small machine")
     parser.add_argument("--json", metavar="PATH", default=None, help="also write the rows as JSON")
 
 
@@ -78,23 +82,28 @@ def run(args) -> int:
         raise AttnxError(f"--lengths must be comma-separated integers, got {args.lengths!r}") from None
     if args.repeats < 1 or args.dim < 1 or any(n < 1 for n in lengths):
         raise AttnxError(f"--repeats, --dim and every length must be >= 1, got {args.repeats}, {args.dim}, {lengths}")
+    if args.threads < 0:
+        raise AttnxError(f"--threads must be >= 0 (0: ONNX Runtime's default), got {args.threads}")
     quadratic, hand = _graphs(args.dim)
     reassociated, reports = optimize_model(quadratic, "ort", ["reassociate"])
     if reports[0].rewritten != 1:
         raise AttnxError(f"reassociate left the benchmark graph alone: {reports[0].details}")
-    sessions = {name: ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = args.threads
+    sessions = {name: ort.InferenceSession(m.SerializeToString(), options, providers=["CPUExecutionProvider"])
                 for name, m in (("quadratic", quadratic), ("reassociated", reassociated), ("hand", hand))}
     rng = np.random.default_rng(0)
     rows = []
+    threads = "default threads" if args.threads == 0 else f"{args.threads} thread{'s' * (args.threads > 1)}"
     print(f"linear attention, elu+1, row-sum normaliser; B = 1, H = 1, d = {args.dim}; ONNX Runtime CPU "
-          f"({ort.get_device()}, default threads); median of {args.repeats} runs after a warm-up")
+          f"({ort.get_device()}, {threads}); median of {args.repeats} runs after 3 warm-ups")
     print(f"{'N':>6} {'FLOPs ratio':>11} {'quadratic ms':>13} {'reassoc. ms':>12} {'hand ms':>8} "
           f"{'speed-up':>9} {'vs hand':>8}")
     for n in lengths:
         feeds = {x: rng.standard_normal((1, 1, n, args.dim), dtype=np.float32) for x in "qkv"}
         ms = {name: _median_ms(s, feeds, args.repeats) for name, s in sessions.items()}
         flops = matmul_flops(quadratic, n)[0] / matmul_flops(reassociated, n)[0]
-        row = {"n": n, "d": args.dim, "flops_ratio": flops, **{f"{k}_ms": v for k, v in ms.items()},
+        row = {"n": n, "d": args.dim, "threads": args.threads, "flops_ratio": flops, **{f"{k}_ms": v for k, v in ms.items()},
                "speedup": ms["quadratic"] / ms["reassociated"], "vs_hand": ms["reassociated"] / ms["hand"]}
         rows.append(row)
         print(f"{n:>6} {flops:>10.1f}x {ms['quadratic']:>13.2f} {ms['reassociated']:>12.3f} {ms['hand']:>8.3f} "

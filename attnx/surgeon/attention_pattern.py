@@ -16,6 +16,7 @@ import string
 import onnx_graphsurgeon as gs
 
 from attnx.surgeon.contraction import Contraction, Operand, read_contraction, relabel
+from attnx.surgeon.framework import Match
 from attnx.surgeon.graph import constant_value, is_scalar_shaped, producer, rank, scalar_constant
 
 ELEMENTWISE_UNARY = {"Softmax", "Relu", "Exp", "Cast", "Neg", "Trilu", "Identity", "Sqrt", "Abs", "Sigmoid",
@@ -60,6 +61,12 @@ class QuadraticAttention:
     @property
     def out_labels(self) -> str:
         return self.product.out
+
+    def reused_intermediates(self, also: tuple[gs.Node, ...] = ()) -> list[str]:
+        """The N×N intermediates (scores and steps) that feed nodes outside the pattern and `also`."""
+        allowed = {id(n) for n in [self.scores.node, *self.steps, self.product.node, *also]}
+        return [t.name for node in [self.scores.node, *self.steps] for t in node.outputs
+                if any(id(c) not in allowed for c in t.outputs)]
 
     def dim(self, label: str):
         """The size of axis `label` from shape analysis: int, symbol or None."""
@@ -206,3 +213,22 @@ def find_quadratic(graph: gs.Graph) -> list[QuadraticAttention]:
             found.append(att)
             break
     return found
+
+
+def quadratic_matches(graph: gs.Graph, claims, checks) -> list[Match]:
+    """A `Match` for every quadratic attention that `claims(att)` accepts, anchored at its ·V
+    product and checked by `checks(match, att)`: how the passes on this pattern find."""
+    matches = []
+    for att in find_quadratic(graph):
+        if claims(att):
+            match = Match(att.product.node.name, att)
+            checks(match, att)
+            matches.append(match)
+    return matches
+
+
+def check_scores_not_reused(match: Match, att: QuadraticAttention, also: tuple[gs.Node, ...] = ()) -> bool:
+    """The `scores_not_reused` check: the N×N intermediates feed only the pattern (and `also`)."""
+    reused = att.reused_intermediates(also)
+    return match.check("scores_not_reused", not reused,
+                       f"{', '.join(reused)} also feed(s) other nodes" if reused else "N×N intermediates feed only ·V")

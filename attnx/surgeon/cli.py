@@ -51,7 +51,7 @@ def run_optimize(args) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(final, out)
     for r in reports:
-        print(f"{r.name:<26} matched {r.matched}, rewritten {r.rewritten}")
+        print(f"{r.name:<30} matched {r.matched}, rewritten {r.rewritten}")
         for d in r.details:
             print(f"  {d['at']}: {d['change'] if d['rewritten'] else 'left alone: ' + d['why']}")
     ratio = f" ({before / after:.1f}x fewer)" if after else ""

@@ -73,14 +73,36 @@ def _einsum(node: gs.Node) -> Contraction | None:
     equation = node.attrs.get("equation", "")
     equation = equation.decode() if isinstance(equation, bytes) else equation
     equation = equation.replace(" ", "")
-    if "->" not in equation or "." in equation or len(node.inputs) != 2:
+    if "->" not in equation or len(node.inputs) != 2:
         return None
     lhs, out = equation.split("->")
-    terms = lhs.split(",")
+    terms = _expand_ellipsis(lhs.split(","), out, node.inputs)
+    if terms is None:
+        return None
+    *terms, out = terms
     if len(terms) != 2 or any(len(set(t)) != len(t) for t in terms):
         return None  # a repeated label inside one operand is a diagonal, not a product
     return Contraction(node, _absorb_transpose(node.inputs[0], terms[0]),
                        _absorb_transpose(node.inputs[1], terms[1]), out)
+
+
+def _expand_ellipsis(terms: list[str], out: str, inputs) -> list[str] | None:
+    """`terms` and `out` with "..." replaced by labels of its own (broadcast from the right, as
+    einsum does; the operands' ranks say how many); None when a rank is unknown or the form is odd."""
+    if "..." not in "".join(terms) + out:
+        return [*terms, out]
+    if len(terms) != len(inputs) or any(t.count(".") not in (0, 3) or "..." not in t and "." in t
+                                        for t in [*terms, out]):
+        return None
+    widths = []
+    for term, tensor in zip(terms, inputs):
+        r = rank(tensor)
+        if "..." in term and (r is None or r < len(term) - 3):
+            return None
+        widths.append(r - (len(term) - 3) if "..." in term else 0)
+    free = [c for c in string.ascii_letters if c not in "".join(terms) + out][:max(widths)]
+    return [t.replace("...", "".join(free[len(free) - w:])) for t, w in zip(terms, widths)] + \
+        [out.replace("...", "".join(free))]
 
 
 def read_contraction(node: gs.Node | None) -> Contraction | None:

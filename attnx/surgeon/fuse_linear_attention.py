@@ -19,7 +19,7 @@ import dataclasses
 
 import onnx_graphsurgeon as gs
 
-from attnx.surgeon import linear_attention_node
+from attnx.surgeon import attnx_node
 from attnx.surgeon.attention_pattern import reduce_axes
 from attnx.surgeon.contraction import Contraction, Operand, read_contraction, relabel
 from attnx.surgeon.feature_maps import shared_feature_map
@@ -190,8 +190,8 @@ class FuseLinearAttention(Pass):
         fm, q_in, k_in = shared_feature_map(form.q.tensor, form.k.tensor)
         attrs = {"causal": form.causal, "feature_map": fm, "normalize": form.division is not None}
         if form.division is not None:
-            attrs["eps"] = form.eps if form.eps else linear_attention_node.EPS_WHEN_ABSENT
-        what = linear_attention_node.emit_linear_attention(
+            attrs["eps"] = form.eps if form.eps else attnx_node.EPS_WHEN_ABSENT
+        what = attnx_node.emit_linear_attention(
             emit, q=Operand(q_in, form.q.labels), k=Operand(k_in, form.k.labels), v=form.v, batch=form.batch,
             n=form.n, m=form.m, d=form.d, e=form.e, out=form.output, out_labels=form.product.out, attrs=attrs)
         return f"{'causal CumSum form' if form.causal else 'Q(KᵀV)'} → LinearAttention({what})"

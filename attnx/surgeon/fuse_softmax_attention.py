@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import onnx_graphsurgeon as gs
 
-from attnx.surgeon.attention_pattern import QuadraticAttention, find_quadratic
+from attnx.surgeon.attention_pattern import QuadraticAttention, check_scores_not_reused, quadratic_matches
 from attnx.surgeon.framework import Match, Pass
-from attnx.surgeon.graph import Emitter, is_scalar_shaped, scalar_constant, take_over
-from attnx.surgeon.layout import fits, from_bhnd, to_bhnd
+from attnx.surgeon.graph import Emitter, is_scalar_shaped, scalar_constant
+from attnx.surgeon.layout import fits, replace_attention
 from attnx.surgeon.masks import LOWER, STRICT_UPPER, triangle
 
 ATTENTION_OPSET = 23
@@ -53,14 +53,8 @@ class FuseSoftmaxAttention(Pass):
     min_opset = ATTENTION_OPSET
 
     def find(self, graph: gs.Graph) -> list[Match]:
-        matches = []
-        for att in find_quadratic(graph):
-            if not att.steps or att.steps[-1].op != "Softmax":
-                continue  # softmax-free attention is reassociation's
-            match = Match(att.product.node.name, att)
-            self._checks(match, att)
-            matches.append(match)
-        return matches
+        # softmax-free attention is reassociation's
+        return quadratic_matches(graph, lambda att: bool(att.steps) and att.steps[-1].op == "Softmax", self._checks)
 
     def _checks(self, match: Match, att: QuadraticAttention) -> None:
         softmax = att.steps[-1]
@@ -86,22 +80,13 @@ class FuseSoftmaxAttention(Pass):
                 "mask_is_causal", causal and att.a.labels[-2:] == att.n + att.m,
                 "a -inf mask keeping j ≤ i over (query, key)" if causal else "a mask that is not causal-triangular"):
             return
-        allowed = {id(n) for n in [att.scores.node, *att.steps, att.product.node]}
-        reused = [t.name for node in [att.scores.node, *att.steps] for t in node.outputs
-                  if any(id(c) not in allowed for c in t.outputs)]
-        if not match.check("scores_not_reused", not reused,
-                           f"{', '.join(reused)} also feed(s) other nodes" if reused else "N×N intermediates feed only ·V"):
+        if not check_scores_not_reused(match, att):
             return
         match.check("fits_attention", *fits(att.batch, "Attention"))
         match.bound = (att, scale, bool(causal))
 
     def rewrite(self, graph: gs.Graph, match: Match) -> str:
         att, scale, causal = match.bound
-        emit = Emitter(graph, f"attnx_fuse_softmax/{att.product.node.name}")
-        b = att.batch
-        qc, kc, vc = to_bhnd(emit, att.q, b + att.n + att.d), to_bhnd(emit, att.k, b + att.m + att.d), \
-            to_bhnd(emit, att.v, b + att.m + att.e)
-        y = emit.op("Attention", qc, kc, vc, attrs={"scale": float(scale), "is_causal": int(causal)})
-        y.dtype = att.output.dtype
-        take_over(att.output, from_bhnd(emit, y, b + att.n + att.e, att.out_labels), emit)
+        replace_attention(Emitter(graph, f"attnx_fuse_softmax/{att.product.node.name}"), att, "Attention",
+                          {"scale": float(scale), "is_causal": int(causal)})
         return f"softmax attention → Attention(scale={scale:g}, is_causal={int(causal)})"

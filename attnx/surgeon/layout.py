@@ -2,7 +2,8 @@
 
 attnx nodes and ONNX Attention take [B, H, N, D]; a match found in a graph has its own axis
 order and rank (GAU is single-head [B, N, D]). `to_bhnd` brings an operand there with
-Transpose/Unsqueeze, `from_bhnd` brings a result back.
+Transpose/Unsqueeze, `from_bhnd` brings a result back; `replace_qkv` does both around one
+attention node that takes the place of a matched subgraph.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import onnx_graphsurgeon as gs
 
 from attnx.surgeon.contraction import Operand
-from attnx.surgeon.graph import Emitter
+from attnx.surgeon.graph import Emitter, take_over
 
 RANK = 4
 
@@ -39,3 +40,19 @@ def from_bhnd(emit: Emitter, y: gs.Tensor, have: str, want: str) -> gs.Tensor:
     if len(have) < RANK:
         y = emit.op("Squeeze", y, emit.ints(_added_axes(len(have))))
     return emit.relabel(y, have, want)
+
+
+def replace_qkv(emit: Emitter, op: str, attrs: dict, *, q: Operand, k: Operand, v: Operand, batch: str, n: str,
+                m: str, d: str, e: str, out: gs.Tensor, out_labels: str, domain: str | None = None) -> None:
+    """Make `out` (labels `out_labels`) the value of op(q, k, v) computed in [B, H, N, D]: q labelled
+    batch+n+d, k batch+m+d, v batch+m+e, the result batch+n+e."""
+    y = emit.op(op, to_bhnd(emit, q, batch + n + d), to_bhnd(emit, k, batch + m + d), to_bhnd(emit, v, batch + m + e),
+                attrs=attrs, domain=domain)
+    y.dtype = out.dtype
+    take_over(out, from_bhnd(emit, y, batch + n + e, out_labels), emit)
+
+
+def replace_attention(emit: Emitter, att, op: str, attrs: dict, domain: str | None = None) -> None:
+    """`replace_qkv` for a matched `attention_pattern.QuadraticAttention`: op(q, k, v) in place of its output."""
+    replace_qkv(emit, op, attrs, q=att.q, k=att.k, v=att.v, batch=att.batch, n=att.n, m=att.m, d=att.d, e=att.e,
+                out=att.output, out_labels=att.out_labels, domain=domain)

@@ -1,12 +1,21 @@
 """`optimize_model`: the passes in their fixed order, then the target form.
 
 Order (each pass sees the graph the previous one left):
-  1. fuse-softmax-attention softmax(s·QKᵀ [+ causal mask])·V → ONNX Attention (opset 23)
-  2. reassociate            (QKᵀ)V → Q(KᵀV) for softmax-free attention; causal → LinearAttention
-  3. fuse-linear-attention  Q(KᵀV) with its feature map and normaliser, and the causal CumSum
-                            form → LinearAttention (runs after 2, which produces the Q(KᵀV) form)
-Specific fusions come before general ones, so a softmax is claimed by its own pass
-before reassociation sees the product. After every pass the graph is
+  1. fuse-rotary              x·cos + rotate(x)·sin → ONNX RotaryEmbedding (opset 23)
+  2. fuse-sparse-attention    softmax(s·QKᵀ under a band/block mask)·V → SparseAttention
+  3. fuse-softmax-attention   softmax(s·QKᵀ [+ causal mask])·V → ONNX Attention (opset 23)
+  4. fuse-performer-features  FAVOR+ exp(Wx − ‖x‖²/2 − c)/√m + eps → PerformerFeatures
+  5. fuse-relu-squared-attention  relu(s·QKᵀ [/n])² [/n] [causal]·V → ReluSquaredAttention
+  6. fuse-mixed-chunk-attention   ReluSquaredAttention over chunks + linear attention across
+                              chunks (FLASH) → MixedChunkAttention (starts from 5's node)
+  7. reassociate              (QKᵀ)V → Q(KᵀV) for softmax-free attention; causal → LinearAttention
+  8. fuse-linear-attention    Q(KᵀV) with its feature map and normaliser, and the causal CumSum
+                              form → LinearAttention (runs after 7, which produces the Q(KᵀV) form)
+Specific fusions come before general ones: a band-masked softmax is SparseAttention's before
+the softmax fusion sees it, FAVOR+ features are one node before reassociation turns the
+attention they feed into LinearAttention(identity), relu² is claimed before
+reassociation (which would leave it alone: relu² does not commute with ·V), and FLASH's
+across-chunk part is read before reassociation or the linear fusion can claim pieces of it. After every pass the graph is
 cleaned up and sorted, local functions are attached and shapes inferred again; the
 target form is checked by onnx.checker.
 """
@@ -22,12 +31,22 @@ from attnx.exporters.functions import attach_local_functions, model_opset
 from attnx.ops import DOMAIN, register_onnx_schemas
 from attnx.surgeon.framework import Pass
 from attnx.surgeon.fuse_linear_attention import FuseLinearAttention
+from attnx.surgeon.fuse_mixed_chunk_attention import FuseMixedChunkAttention
+from attnx.surgeon.fuse_performer_features import FusePerformerFeatures
+from attnx.surgeon.fuse_relu_squared_attention import FuseReluSquaredAttention
+from attnx.surgeon.fuse_rotary import FuseRotary
 from attnx.surgeon.fuse_softmax_attention import FuseSoftmaxAttention
+from attnx.surgeon.fuse_sparse_attention import FuseSparseAttention
 from attnx.surgeon.reassociate import Reassociate
 from attnx.surgeon.retarget import TARGETS, retarget
 
 PASSES: dict[str, type[Pass]] = {cls.name: cls for cls in (
+    FuseRotary,
+    FuseSparseAttention,
     FuseSoftmaxAttention,
+    FusePerformerFeatures,
+    FuseReluSquaredAttention,
+    FuseMixedChunkAttention,
     Reassociate,
     FuseLinearAttention,
 )}

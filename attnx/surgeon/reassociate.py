@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import onnx_graphsurgeon as gs
 
-from attnx.surgeon import linear_attention_node
-from attnx.surgeon.attention_pattern import QuadraticAttention, find_quadratic, reduce_axes
+from attnx.surgeon import attnx_node
+from attnx.surgeon.attention_pattern import QuadraticAttention, check_scores_not_reused, quadratic_matches, reduce_axes
 from attnx.surgeon.feature_maps import shared_feature_map
 from attnx.surgeon.framework import Match, Pass
 from attnx.surgeon.graph import Emitter, is_scalar_shaped, rank, scalar_constant, take_over
@@ -86,14 +86,8 @@ class Reassociate(Pass):
     summary = "(QKᵀ)V → Q(KᵀV) for softmax-free attention; causal → LinearAttention"
 
     def find(self, graph: gs.Graph) -> list[Match]:
-        matches = []
-        for att in find_quadratic(graph):
-            if not isinstance(att.dim(att.d), int):
-                continue  # the first product contracts a dynamic axis: it is KᵀV, not QKᵀ
-            match = Match(att.product.node.name, att)
-            self._checks(match, att)
-            matches.append(match)
-        return matches
+        # a first product that contracts a dynamic axis is KᵀV, not QKᵀ
+        return quadratic_matches(graph, lambda att: isinstance(att.dim(att.d), int), self._checks)
 
     def _checks(self, match: Match, att: QuadraticAttention) -> None:
         scales, masks, causal, problems = _classify(att)
@@ -119,13 +113,7 @@ class Reassociate(Pass):
                    else "the triangle lies over axes other than (query, key)")
             if not match.check("mask_is_causal", ok, why):
                 return
-        allowed = {id(n) for n in [att.scores.node, *att.steps, att.product.node]}
-        if att.row_sum is not None:
-            allowed.add(id(att.row_sum.reduce))
-        reused = [t.name for node in [att.scores.node, *att.steps] for t in node.outputs
-                  if any(id(c) not in allowed for c in t.outputs)]
-        if not match.check("scores_not_reused", not reused,
-                           f"{', '.join(reused)} also feed(s) other nodes" if reused else "N×N intermediates feed only ·V"):
+        if not check_scores_not_reused(match, att, () if att.row_sum is None else (att.row_sum.reduce,)):
             return
         ok, why = reassociation_gain(att.dim(att.n), att.dim(att.m), att.dim(att.d), att.dim(att.e))
         if not match.check("reassociation_saves_flops", ok, why):
@@ -143,7 +131,7 @@ class Reassociate(Pass):
             q = type(q)(emit.op(step.op, q.tensor, s), q.labels)
         eps = None
         if att.row_sum is not None:
-            eps = scalar_constant(att.row_sum.eps) if att.row_sum.eps is not None else linear_attention_node.EPS_WHEN_ABSENT
+            eps = scalar_constant(att.row_sum.eps) if att.row_sum.eps is not None else attnx_node.EPS_WHEN_ABSENT
         moved = f"{len(scales)} scale(s) moved onto q" if scales else "no scale"
         norm = ("no normaliser" if eps is None else
                 f"row sum → q·Σk (eps {eps:g}{', none in the graph' if att.row_sum.eps is None else ''})")
@@ -152,7 +140,7 @@ class Reassociate(Pass):
             attrs = {"causal": True, "feature_map": fm, "normalize": eps is not None}
             if eps is not None:
                 attrs["eps"] = eps
-            what = linear_attention_node.emit_linear_attention(
+            what = attnx_node.emit_linear_attention(
                 emit, q=type(q)(q_in, q.labels), k=type(q)(k_in, att.k.labels), v=att.v, batch=att.batch,
                 n=att.n, m=att.m, d=att.d, e=att.e, out=att.output, out_labels=att.out_labels, attrs=attrs)
             return f"causal (QKᵀ)V → LinearAttention({what}); {moved}; {norm}"

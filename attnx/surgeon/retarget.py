@@ -5,7 +5,8 @@ portable  functions inlined by onnx.inliner: standard ops only.
 trt       each attnx node becomes its TensorRT plugin node: op_type = the spec's plugin name,
           domain trt.plugins, `plugin_version` and `plugin_namespace` attributes, no local
           functions, attributes in the types the TensorRT ONNX parser hands to plugins
-          (int → INT read as int32, float → FLOAT read as float32, str → STRING read as char).
+          (int → INT read as int32, float → FLOAT read as float32, str → STRING read as char),
+          and every output of the plugin named (the parser wants as many as the plugin has).
 Everything comes from the op's spec (`spec.plugin`, `spec.attributes`).
 """
 
@@ -67,12 +68,22 @@ def to_trt(model: onnx.ModelProto) -> onnx.ModelProto:
         node.attribute.extend([helper.make_attribute("plugin_version", spec.plugin.version),
                                helper.make_attribute("plugin_namespace", spec.plugin.namespace)])
         node.op_type, node.domain, node.overload = spec.plugin.name, TRT_DOMAIN, ""
+        _name_every_output(node, spec)
     del model.functions[:]
     _drop_opset(model, DOMAIN)
     if any(n.domain == TRT_DOMAIN for n in model.graph.node) and not any(
             o.domain == TRT_DOMAIN for o in model.opset_import):
         model.opset_import.append(helper.make_opsetid(TRT_DOMAIN, 1))
     return model
+
+
+def _name_every_output(node: onnx.NodeProto, spec) -> None:
+    """A plugin has every output of its spec, and TensorRT's ONNX parser wants as many named node outputs
+    as the plugin has (an unnamed or missing one is an error there): name the ones the graph left out."""
+    names = list(node.output) + [""] * (len(spec.outputs) - len(node.output))
+    base = node.output[0]
+    del node.output[:]
+    node.output.extend(name or f"{base}.{arg.name}" for name, arg in zip(names, spec.outputs))
 
 
 def _drop_opset(model: onnx.ModelProto, domain: str) -> None:

@@ -1,0 +1,111 @@
+"""Reading a subgraph by running it: what passes use where spellings vary too much to match.
+
+Exporters spell a band mask, a RoPE table, FAVOR+ features or FLASH's across-chunk sum in
+many ways. A pass first proves by a graph walk what the subgraph depends on — lengths only
+(`shape_only`: every path from a graph input passes through a Shape node) or some tensors
+only (`depends_only_on`) — then runs it in ONNX Runtime: at several lengths
+(`values_at_lengths`), on a probe x (`evaluate_from`) or on probes for several tensors at a
+given length (`evaluate_cut`), and compares the values with the op spec's own reference or mask.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+
+from attnx.surgeon.graph import producer
+
+# every symbolic axis takes this size when a subgraph is run on a probe (symbols stay consistent)
+PROBE_SIZE = 3
+
+
+def depends_only_on(tensor: gs.Tensor, x, graph: gs.Graph) -> bool:
+    """True when every path from a graph input to `tensor` passes through `x` (a tensor, a list
+    of tensors, or None) or a Shape node."""
+    seen, stack, inputs = set(), [tensor], {id(t) for t in graph.inputs}
+    cuts = {id(t) for t in (x if isinstance(x, (list, tuple)) else [x]) if t is not None}
+    while stack:
+        t = stack.pop()
+        if id(t) in seen or id(t) in cuts:
+            continue
+        seen.add(id(t))
+        if id(t) in inputs:
+            return False
+        node = producer(t)
+        if node is not None and node.op != "Shape":
+            stack.extend(node.inputs)
+    return True
+
+
+def shape_only(tensor: gs.Tensor, graph: gs.Graph) -> bool:
+    """True when `tensor` depends on the graph inputs' lengths, never on their values."""
+    return depends_only_on(tensor, None, graph)
+
+
+def _session(graph: gs.Graph, outs, cuts):
+    """(ModelProto, InferenceSession) computing `outs`, with `cuts` cut loose as the first inputs."""
+    import onnxruntime as ort
+
+    sub = graph.copy()
+    tensors = sub.tensors()
+    targets = []
+    for out in outs:
+        targets.append(tensors[out.name])
+        targets[-1].dtype = out.dtype or np.float32
+    cut = []
+    for x in cuts:
+        cut.append(tensors[x.name])
+        cut[-1].inputs.clear()
+        cut[-1].dtype = x.dtype or np.float32
+    sub.inputs = cut + [t for t in sub.inputs if all(t is not c for c in cut)]
+    sub.outputs = targets
+    sub.cleanup()
+    model = gs.export_onnx(sub, do_type_check=False)
+    return model, ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+
+
+def _zeros(inp: onnx.ValueInfoProto, size: int, batch: int) -> np.ndarray:
+    dims = [d.dim_value if d.HasField("dim_value") else (batch if i == 0 else size)
+            for i, d in enumerate(inp.type.tensor_type.shape.dim)]
+    return np.zeros(dims, onnx.helper.tensor_dtype_to_np_dtype(inp.type.tensor_type.elem_type))
+
+
+def values_at_lengths(graph: gs.Graph, tensor: gs.Tensor, lengths) -> list[np.ndarray] | None:
+    """`tensor` at each length (every dynamic non-batch input axis at it, batch 1); None when it cannot run."""
+    try:
+        model, session = _session(graph, [tensor], [])
+        return [np.asarray(session.run(None, {i.name: _zeros(i, n, 1) for i in model.graph.input})[0])
+                for n in lengths]
+    except Exception:  # onnxruntime's own error types: a subgraph it cannot run is read as no match
+        return None
+
+
+def evaluate_from(graph: gs.Graph, x: gs.Tensor, out: gs.Tensor, probe: np.ndarray) -> np.ndarray | None:
+    """`out` with `x` set to `probe` (other inputs, read only for shapes, zeros at PROBE_SIZE); None on failure."""
+    try:
+        model, session = _session(graph, [out], [x])
+        feeds = {x.name: probe.astype(np.float32)}
+        feeds.update({i.name: _zeros(i, PROBE_SIZE, PROBE_SIZE) for i in model.graph.input[1:]})
+        return np.asarray(session.run(None, feeds)[0])
+    except Exception:  # onnxruntime's own error types: a subgraph it cannot run is read as no match
+        return None
+
+
+def evaluate_cut(graph: gs.Graph, cuts: list[gs.Tensor], outs: list[gs.Tensor], probes: list[np.ndarray],
+                 length: int, batch: int) -> list[np.ndarray] | None:
+    """`outs` with each of `cuts` set to its probe and the other graph inputs (read only for shapes)
+    zeros at `length` with `batch`; None on failure."""
+    try:
+        model, session = _session(graph, outs, cuts)
+        feeds = {x.name: p.astype(np.float32) for x, p in zip(cuts, probes)}
+        feeds.update({i.name: _zeros(i, length, batch) for i in model.graph.input[len(cuts):]})
+        return [np.asarray(v) for v in session.run(None, feeds)]
+    except Exception:  # onnxruntime's own error types: a subgraph it cannot run is read as no match
+        return None
+
+
+def probe_for(x: gs.Tensor, seed: int = 0) -> np.ndarray:
+    """A random float32 input shaped like `x`, symbolic axes at PROBE_SIZE."""
+    dims = [d if isinstance(d, int) else PROBE_SIZE for d in x.shape]
+    return np.random.default_rng(seed).standard_normal(dims).astype(np.float32)

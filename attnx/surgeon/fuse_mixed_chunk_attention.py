@@ -1,0 +1,284 @@
+"""Fusion: FLASH's mixed chunk attention → attnx `MixedChunkAttention`.
+
+Runs after fuse-relu-squared-attention, which has made the in-chunk quadratic part one
+ReluSquaredAttention node over chunked tensors [B, C, g, S] (batch and chunk as its two batch
+axes, the chunk of g as its token axis).
+Pattern: Add(fold(quad), fold(lin)) where quad is that node's output, lin the across-chunk
+part [B, C, g, E], and fold the same chain of layout steps (Reshape, Slice, Transpose, …) on
+both sides: none in the paper's code, the fold back to [B, N, E] and the cut to n where the
+sum is taken after it (lucidrains' FLASH-pytorch).
+Checks:
+  quad_in_chunks            the ReluSquaredAttention has norm none and rank-4 inputs with a
+                            static token axis g (→ `chunk_size`); its scale → `quad_scale`, its
+                            causal → `causal` (for g = 1, where the two agree, the across part decides)
+  same_fold_both_sides      the other Add input is the same layout chain, step by step (same op,
+                            attributes, and extra inputs equal as constants or, at several
+                            lengths, as shape computations)
+  quad_not_reused           the quadratic output and the fold feed nothing else
+  across_of_chunked_tensors graph walk: lin reaches graph inputs only through the chunked v,
+                            two other chunked tensors shaped like quad_q (lin_q, lin_k), and
+                            Shape nodes (lengths)
+  across_is_linear_part     evaluated in ONNX Runtime on probes at 2, 3 and 4 chunks with
+                            unpadded lengths that are not all whole chunks, lin equals the
+                            spec reference's linear part (causal: exclusive prefix over earlier
+                            chunks; not: all chunks) for one order of (lin_q, lin_k), times a
+                            positive constant s, divided (or multiplied) by at most one scalar
+                            length t read from shapes
+Rewrite: the five chunked tensors reshaped to [B, 1, C·g, S], lin_k divided (multiplied) by t
+when there is one, one MixedChunkAttention (lin_scale s, or 0 when s is the spec's default), its output
+reshaped to [B, C, g, E] in place of quad's, and fold(quad) in place of the Add: the model's
+own padding and unpadding stay as they were. FLASH without causality divides by the unpadded
+n, not the op's padded N: that is the length t, read where the model reads it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx_graphsurgeon as gs
+import torch
+
+from attnx.ops import get_spec
+from attnx.ops.mixed_chunk_attention import reference, scales
+from attnx.surgeon.attnx_node import describe, emit_node
+from attnx.surgeon.evaluate import evaluate_cut, shape_only, values_at_lengths
+from attnx.surgeon.framework import Match, Pass
+from attnx.surgeon.graph import Emitter, constant_value, is_scalar_shaped, producer, take_over
+
+SPEC = get_spec("MixedChunkAttention")
+QUAD = get_spec("ReluSquaredAttention")
+FOLD_OPS = {"Reshape", "Slice", "Transpose", "Squeeze", "Unsqueeze", "Identity", "Flatten"}
+# (chunks, unpadded length as a function of g): a partial last chunk and a whole one, and
+# lengths that differ, so a division by the unpadded n is told from one by N or by a constant
+PROBES = ((2, lambda g: g + 1), (3, lambda g: 3 * g), (4, lambda g: 3 * g + max(g // 2, 1)))
+PROBE_BATCH = 2
+RTOL, ATOL = 1e-4, 1e-5
+
+
+def _fold_chain(quad_out: gs.Tensor, graph: gs.Graph) -> tuple[list[gs.Node], gs.Node | None, gs.Tensor]:
+    """(layout steps from quad_out, the Add they end in or None, the Add input they reach)."""
+    chain, tensor = [], quad_out
+    while len(tensor.outputs) == 1 and all(tensor is not o for o in graph.outputs):
+        node = tensor.outputs[0]
+        if node.op == "Add":
+            return chain, node, tensor
+        if node.op not in FOLD_OPS or node.inputs[0] is not tensor:
+            break
+        chain.append(node)
+        tensor = node.outputs[0]
+    return chain, None, tensor
+
+
+def _same_input(a: gs.Tensor, b: gs.Tensor, graph: gs.Graph) -> bool:
+    """a and b hold the same value: one tensor, equal constants, or equal shape computations."""
+    if a is b:
+        return True
+    ca, cb = constant_value(a), constant_value(b)
+    if ca is not None or cb is not None:
+        return ca is not None and cb is not None and ca.shape == cb.shape and bool(np.all(ca == cb))
+    if not (shape_only(a, graph) and shape_only(b, graph)):
+        return False
+    va, vb = values_at_lengths(graph, a, (1, 5, 37)), values_at_lengths(graph, b, (1, 5, 37))
+    return va is not None and vb is not None and all(
+        x.shape == y.shape and bool(np.all(x == y)) for x, y in zip(va, vb))
+
+
+def _unfold(other: gs.Tensor, chain: list[gs.Node], graph: gs.Graph) -> gs.Tensor | None:
+    """The tensor the same chain of steps turns into `other`; None when the steps differ."""
+    tensor = other
+    for step in reversed(chain):
+        node = producer(tensor)
+        if (node is None or node.op != step.op or node.attrs != step.attrs or len(node.inputs) != len(step.inputs)
+                or not all(_same_input(a, b, graph) for a, b in zip(node.inputs[1:], step.inputs[1:]))):
+            return None
+        tensor = node.inputs[0]
+    return tensor
+
+
+def _across_leaves(lin: gs.Tensor, v: gs.Tensor, graph: gs.Graph):
+    """(data leaves, lengths, ok) of lin: leaves are the largest pieces not computed from v,
+    lengths the non-constant scalar shape computations; ok is False when a graph input is reached."""
+    from_v: dict[int, bool] = {}
+
+    def reads_v(t: gs.Tensor) -> bool:
+        if id(t) not in from_v:
+            node = producer(t)
+            from_v[id(t)] = t is v or (node is not None and node.op != "Shape"
+                                       and any(reads_v(i) for i in node.inputs))
+        return from_v[id(t)]
+
+    leaves, lengths, seen, stack = [], [], set(), [lin]
+    while stack:
+        t = stack.pop()
+        if id(t) in seen or t is v or constant_value(t) is not None:
+            continue
+        seen.add(id(t))
+        if shape_only(t, graph):
+            if is_scalar_shaped(t) and t.dtype is not None and np.issubdtype(np.dtype(t.dtype), np.floating):
+                lengths.append(t)
+        elif not reads_v(t):
+            leaves.append(t)
+        elif producer(t) is None:
+            return leaves, lengths, False
+        else:
+            stack.extend(producer(t).inputs)
+    return leaves, lengths, True
+
+
+def _computed_from(tensor: gs.Tensor, x: gs.Tensor) -> bool:
+    """True when `x` is among the tensors `tensor` is computed from (through Shape nodes too)."""
+    seen, stack = set(), [tensor]
+    while stack:
+        t = stack.pop()
+        if t is x:
+            return True
+        if id(t) not in seen:
+            seen.add(id(t))
+            stack.extend(producer(t).inputs if producer(t) is not None else [])
+    return False
+
+
+def _chunk_tail(t: gs.Tensor) -> list[int] | None:
+    """[g, S] of a chunked [B, C, g, S] tensor when both are static; None otherwise."""
+    if t.shape is None or len(t.shape) != 4 or not all(isinstance(d, int) for d in t.shape[2:]):
+        return None
+    return list(t.shape[2:])
+
+
+def _linear_part(lq, lk, v, causal: bool, g: int) -> np.ndarray:
+    """The spec reference's linear part with lin_scale 1 on chunked [B, C, g, S] probes → [B, C, g, E]."""
+    b, c = v.shape[:2]
+    flat = [torch.from_numpy(x.reshape(b, 1, c * g, x.shape[-1])) for x in (lq, lk, v)]
+    zero = torch.zeros_like(flat[0])  # relu(0)² = 0: the quadratic part drops out
+    (y,) = reference(zero, zero, *flat, causal=causal, chunk_size=g, quad_scale=1.0, lin_scale=1.0)
+    return y.numpy().reshape(v.shape[:3] + (y.shape[-1],))
+
+
+def _fit_scale(got: list[np.ndarray], want: list[np.ndarray], t: list[float]) -> float | None:
+    """The positive constant s with got = s/t · want at every probe (least squares, then checked); None if none."""
+    num = sum(float(np.vdot(g * ti, w)) for g, w, ti in zip(got, want, t))
+    den = sum(float(np.vdot(w, w)) for w in want)
+    if den == 0:
+        return None
+    s = num / den
+    ok = all(np.allclose(g, s / ti * w, rtol=RTOL, atol=ATOL * max(1.0, float(np.abs(g).max())))
+             for g, w, ti in zip(got, want, t))
+    return s if ok and s > 0 else None
+
+
+def _identify_across(graph, lin, leaves, v, lengths, causal: bool, g: int):
+    """(lin_q, lin_k, (length tensor, power) or None, s) such that lin = s·t^-power · the reference's
+    linear part (t^-1: the model divides by a length, t^+1: it multiplies by one, as by 1/n); None if none."""
+    rng = np.random.default_rng(0)
+    runs = []
+    for c, n_of in PROBES:
+        shapes = [[PROBE_BATCH, c, *leaf.shape[2:]] for leaf in (*leaves, v)]
+        probes = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+        got = evaluate_cut(graph, [*leaves, v], [lin, *lengths], probes, n_of(g), PROBE_BATCH)
+        if got is None:
+            return None
+        runs.append((probes, got))
+    scalings = [(None, [1.0] * len(runs))]  # (length and power, its t at each probe)
+    for li, length in enumerate(lengths):
+        values = [float(out[1 + li].reshape(-1)[0]) for _, out in runs]
+        if all(x > 0 for x in values):
+            scalings += [((length, power), [x ** power for x in values]) for power in (1, -1)]
+    for qi, ki in ((0, 1), (1, 0)):
+        want = [_linear_part(p[qi], p[ki], p[2], causal, g) for p, _ in runs]
+        for scaling, t in scalings:
+            s = _fit_scale([out[0] for _, out in runs], want, t)
+            if s is not None:
+                return leaves[qi], leaves[ki], scaling, s
+    return None
+
+
+class FuseMixedChunkAttention(Pass):
+    name = "fuse-mixed-chunk-attention"
+    summary = "ReluSquaredAttention in chunks + linear attention across chunks (FLASH) → MixedChunkAttention"
+
+    def find(self, graph: gs.Graph) -> list[Match]:
+        matches = []
+        for node in graph.nodes:
+            if node.op != QUAD.name or node.domain != QUAD.domain:
+                continue
+            chain, add, reached = _fold_chain(node.outputs[0], graph)
+            if add is None:
+                continue  # no sum after the quadratic part: plain GAU attention
+            match = Match(add.name, None)
+            self._checks(match, graph, node, chain, add, reached)
+            matches.append(match)
+        return matches
+
+    def _checks(self, match: Match, graph: gs.Graph, quad: gs.Node, chain, add: gs.Node, reached) -> None:
+        attrs = QUAD.resolve({k: v.decode() if isinstance(v, bytes) else v for k, v in quad.attrs.items()
+                              if k in {a.name for a in QUAD.attributes}})
+        qq, qk, v = quad.inputs[:3]
+        shapes = [t.shape for t in (qq, qk, v)]
+        g = shapes[0][2] if shapes[0] is not None and len(shapes[0]) == 4 else None
+        low, high = SPEC.attr("chunk_size").low, SPEC.attr("chunk_size").high
+        ok = (attrs["norm"] == "none" and all(s is not None and len(s) == 4 for s in shapes)
+              and isinstance(g, int) and low <= g <= high and all(s[2] == g for s in shapes))
+        if not match.check("quad_in_chunks", ok,
+                           f"relu² attention over chunks of {g}" if ok else
+                           f"the ReluSquaredAttention has norm {attrs['norm']} and inputs "
+                           f"{', '.join(str(s) for s in shapes)}: not norm none over [B, C, g, S] with a static g "
+                           f"in {low:g}…{high:g}"):
+            return
+        other = add.inputs[1] if add.inputs[0] is reached else add.inputs[0]
+        lin = _unfold(other, chain, graph)
+        if not match.check("same_fold_both_sides", lin is not None,
+                           f"{len(chain)} layout step(s) on both sides of the sum" if lin is not None else
+                           f"the other side of {add.name} is not the same {len(chain)} layout step(s) "
+                           f"({', '.join(n.op for n in chain) or 'none'}) applied to a tensor"):
+            return
+        reused = [t.name for t in [quad.outputs[0], *(n.outputs[0] for n in chain)] if len(t.outputs) != 1]
+        if not match.check("quad_not_reused", not reused,
+                           f"{', '.join(reused)} also feed(s) other nodes" if reused
+                           else "the quadratic part feeds only the sum"):
+            return
+        leaves, lengths, reached_input = _across_leaves(lin, v, graph)
+        # a length read from the quadratic output's shape would feed the node that replaces it
+        lengths = [t for t in lengths if not _computed_from(t, quad.outputs[0])]
+        static = [_chunk_tail(t) for t in (qq, v)]
+        ok = (reached_input and len(leaves) == 2 and None not in static
+              and all(_chunk_tail(t) == static[0] for t in leaves) and _chunk_tail(lin) == static[1])
+        if not match.check("across_of_chunked_tensors", ok,
+                           f"the across-chunk part reads v, {leaves[0].name}, {leaves[1].name} and lengths" if ok else
+                           f"the across-chunk part {lin.name} does not read only the chunked v, two tensors shaped "
+                           f"like quad_q [B, C, g, S] (S static) and lengths "
+                           f"(it reads {', '.join(t.name for t in leaves)})"):
+            return
+        causal = bool(attrs["causal"])
+        found = _identify_across(graph, lin, leaves, v, lengths, causal, g)
+        if found is None and g == 1:  # a 1×1 chunk is causal or not alike: the across part decides
+            found = _identify_across(graph, lin, leaves, v, lengths, not causal, g)
+            causal = causal if found is None else not causal
+        kind = "earlier chunks (an exclusive prefix)" if causal else "all chunks"
+        if found is None:
+            match.check("across_is_linear_part", False,
+                        f"evaluated on probes, {lin.name} is not the linear part of mixed chunk attention "
+                        f"({kind}) times a constant over at most one length")
+            return
+        scaled = f"{found[3]:.6g}" + ("" if found[2] is None else
+                                      f" {'/' if found[2][1] == 1 else '·'} {found[2][0].name}")
+        what = f"linear attention over {kind} (lin_q {found[0].name}, lin_k {found[1].name}, scaled by {scaled})"
+        match.check("across_is_linear_part", True, what)
+        lq, lk, length, s = found
+        default = scales(1, causal=causal, chunk_size=g, quad_scale=0.0, lin_scale=0.0)[1] if causal else None
+        lin_scale = 0.0 if length is None and default is not None and abs(s - default) <= 1e-6 * default else s
+        match.bound = (f"relu² in chunks of {g} + {what}", quad, chain, add, reached, (qq, qk, lq, lk, v), length,
+                       {"causal": causal, "chunk_size": g, "quad_scale": attrs["scale"], "lin_scale": lin_scale})
+
+    def rewrite(self, graph: gs.Graph, match: Match) -> str:
+        what, quad, chain, add, reached, (qq, qk, lq, lk, v), length, attrs = match.bound
+        emit = Emitter(graph, f"attnx_fuse_mixed_chunk/{add.name}")
+        divided = ""
+        if length is not None:  # the op's lin_scale is static: a length the model scales by goes into lin_k
+            t, power = length
+            op = "Div" if power == 1 else "Mul"
+            divided = f" on lin_k {'/' if power == 1 else '·'} {t.name}"
+            lk = emit.op(op, lk, t if t.dtype == lk.dtype else emit.op("CastLike", t, lk))
+        flat = [emit.op("Reshape", x, emit.ints([0, 1, -1, 0])) for x in (qq, qk, lq, lk, v)]
+        y, resolved = emit_node(emit, SPEC, flat, attrs, quad.outputs[0].dtype)
+        take_over(quad.outputs[0], emit.op("Reshape", y, emit.op("Shape", v)), emit)
+        take_over(add.outputs[0], reached, emit)
+        return f"{what} → {SPEC.name}({describe(SPEC, resolved)}){divided}"

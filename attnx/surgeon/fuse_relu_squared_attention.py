@@ -1,0 +1,167 @@
+"""Fusion: relu(s·QKᵀ [/L])² [/L] [causal]·V (GAU) → attnx `ReluSquaredAttention`.
+
+Pattern: the quadratic attention pattern whose steps hold a Relu followed by a square
+(Pow(·, 2), Mul(x, x) or Square).
+Checks:
+  relu_then_square     exactly one Relu, squared right after it (relu³, relu alone, square
+                       then relu are other functions)
+  no_row_sum           no row-sum normaliser (that is linear attention's)
+  steps_scale_norm_mask  every other step is a constant positive scalar (→ `scale`), a
+                       division by the key length read from a Shape (→ norm `n`), or a causal
+                       mask (Trilu, Where with 0 or -inf fill, Mul by a 0/1 lower triangle)
+  mask_is_causal       the mask keeps j ≤ i over the (query, key) axes of a square product
+  scores_not_reused    the N×N intermediates feed nothing else
+  fits_relu_squared    at most [B, H] batch axes
+Mapping onto the spec: constant scalars before the Relu multiply `scale`; a constant c after
+the square is norm `fixed` with `fixed_length` c when c is a whole number ≥ 1, else it folds
+into `scale` as √(1/c) (relu(x)²·a = relu(√a·x)² for a > 0); a length division before the
+Relu is `norm_placement=inside`, after it `outside`; no length is norm `none`.
+A per-row visible count (causal `visible`) is not matched: the report names the step.
+"""
+
+from __future__ import annotations
+
+import math
+
+import onnx_graphsurgeon as gs
+
+from attnx.ops import get_spec
+from attnx.surgeon.attention_pattern import QuadraticAttention, check_scores_not_reused, quadratic_matches
+from attnx.surgeon.attnx_node import emit_attention_node
+from attnx.surgeon.framework import Match, Pass
+from attnx.surgeon.graph import Emitter, is_scalar_shaped, rank, scalar_constant
+from attnx.surgeon.layout import fits
+from attnx.surgeon.lengths import shape_axis
+from attnx.surgeon.masks import LOWER, STRICT_UPPER, triangle, trilu_offset
+from attnx.surgeon.shapes import fmt
+
+SPEC = get_spec("ReluSquaredAttention")
+MASK_FILL_MAX = -1e9  # a fill before the Relu this negative becomes 0, as 0 itself does
+
+
+def _other(step: gs.Node, data: gs.Tensor) -> gs.Tensor:
+    return step.inputs[1] if step.inputs[0] is data else step.inputs[0]
+
+
+def _is_square(step: gs.Node, data: gs.Tensor) -> bool:
+    if step.op == "Square":
+        return True
+    if step.op == "Pow":
+        return step.inputs[0] is data and scalar_constant(step.inputs[1]) == 2.0
+    return step.op == "Mul" and step.inputs[0] is data and step.inputs[1] is data
+
+
+def _constant_factor(step: gs.Node, data: gs.Tensor) -> float | None:
+    """The positive constant f of data·f, f·data or data/c (f = 1/c)."""
+    if step.op not in ("Mul", "Div") or (step.op == "Div" and step.inputs[0] is not data):
+        return None
+    value = scalar_constant(_other(step, data))
+    if value is None or value <= 0:
+        return None
+    return value if step.op == "Mul" else 1.0 / value
+
+
+def _length_division(step: gs.Node, data: gs.Tensor):
+    """The symbolic length L of data / L with L read from a shape; None otherwise."""
+    if step.op != "Div" or step.inputs[0] is not data or not is_scalar_shaped(step.inputs[1]):
+        return None
+    return shape_axis(step.inputs[1])
+
+
+def _causal(step: gs.Node, data: gs.Tensor, before_relu: bool) -> bool | None:
+    """True for a causal mask step, False for another mask, None when the step is no mask."""
+    if step.op == "Trilu":
+        return not int(step.attrs.get("upper", 1)) and trilu_offset(step) == 0
+    if step.op == "Where" and data in step.inputs[1:]:
+        fill = scalar_constant(_other_where(step, data))
+        if fill is None or not (fill == 0.0 or (before_relu and fill <= MASK_FILL_MAX)):
+            return None
+        return triangle(step.inputs[0]) == (LOWER if step.inputs[1] is data else STRICT_UPPER)
+    if step.op == "Mul":
+        other = _other(step, data)
+        if (rank(other) or 0) >= 2 and not is_scalar_shaped(other):
+            return triangle(other) == LOWER
+    return None
+
+
+def _other_where(step: gs.Node, data: gs.Tensor) -> gs.Tensor:
+    return step.inputs[2] if step.inputs[1] is data else step.inputs[1]
+
+
+class FuseReluSquaredAttention(Pass):
+    name = "fuse-relu-squared-attention"
+    summary = "relu(s·QKᵀ [/L])² [/L] [causal]·V (GAU) → ReluSquaredAttention"
+
+    def find(self, graph: gs.Graph) -> list[Match]:
+        # no relu: softmax or linear attention, other passes' business
+        return quadratic_matches(graph, lambda att: any(s.op == "Relu" for s in att.steps), self._checks)
+
+    def _checks(self, match: Match, att: QuadraticAttention) -> None:
+        relus = [i for i, s in enumerate(att.steps) if s.op == "Relu"]
+        squared = (len(relus) == 1 and relus[0] + 1 < len(att.steps)
+                   and _is_square(att.steps[relus[0] + 1], att.steps[relus[0]].outputs[0]))
+        powers = [s.op for s in att.steps[relus[0] + 2:] if s.op in ("Pow", "Square", "Relu")] if squared else []
+        ok = squared and not powers
+        if not match.check("relu_then_square", ok,
+                           "relu(·)² between the products" if ok else
+                           f"{len(relus)} Relu(s), not followed by exactly one square (e.g. relu³ or relu alone)"):
+            return
+        if not match.check("no_row_sum", att.row_sum is None,
+                           "no row-sum normaliser" if att.row_sum is None
+                           else "A is divided by its row sum: normalised attention, not GAU's"):
+            return
+        r = relus[0]
+        scale, post, length, placement, causal, problems = 1.0, 1.0, None, None, None, []
+        tensor = att.scores.output
+        for i, step in enumerate(att.steps):
+            if i in (r, r + 1):
+                tensor = step.outputs[0]
+                continue
+            before = i < r
+            if (f := _constant_factor(step, tensor)) is not None:
+                if before:
+                    scale *= f
+                else:
+                    post *= f
+            elif (dim := _length_division(step, tensor)) is not None and length is None:
+                length, placement = dim, "inside" if before else "outside"
+            elif (mask := _causal(step, tensor, before)) is not None and causal is None:
+                causal = mask
+            else:
+                problems.append(step.op)
+            tensor = step.outputs[0]
+        if not match.check("steps_scale_norm_mask", not problems,
+                           f"{', '.join(problems)} is neither a constant scale, a length division from a shape "
+                           f"nor a causal mask" if problems else "constant scales, a length norm and a mask only"):
+            return
+        if length is not None and not match.check(
+                "length_is_key_count", length == att.dim(att.m),
+                f"the division reads a length of {fmt(length)}; the keys number {fmt(att.dim(att.m))}"):
+            return
+        if causal is not None:
+            same_len = att.dim(att.n) == att.dim(att.m) and att.dim(att.n) is not None
+            ok = bool(causal) and same_len and att.a.labels[-2:] == att.n + att.m
+            if not match.check("mask_is_causal", ok,
+                               "the mask keeps j ≤ i over (query, key) of a square product" if ok
+                               else "a mask that is not causal-triangular over (query, key)" if not causal
+                               else "query and key lengths differ or the triangle is over other axes"):
+                return
+        if not check_scores_not_reused(match, att):
+            return
+        if not match.check("fits_relu_squared", *fits(att.batch, SPEC.name)):
+            return
+        attrs = {"causal": bool(causal), "norm": "none", "norm_placement": placement or "outside"}
+        if length is not None:
+            attrs["norm"] = "n"
+        fixed = 1.0 / post
+        if post != 1.0 and length is None and fixed >= 1 and abs(fixed - round(fixed)) < 1e-6 * fixed:
+            attrs.update(norm="fixed", fixed_length=int(round(fixed)), norm_placement="outside")
+        elif post != 1.0:
+            scale *= math.sqrt(post)
+        attrs["scale"] = scale
+        match.bound = (att, attrs)
+
+    def rewrite(self, graph: gs.Graph, match: Match) -> str:
+        att, attrs = match.bound
+        what = emit_attention_node(Emitter(graph, f"attnx_fuse_relu2/{att.product.node.name}"), SPEC, att, attrs)
+        return f"relu² attention → {SPEC.name}({what})"

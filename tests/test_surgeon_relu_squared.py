@@ -1,0 +1,145 @@
+"""relu² attention (GAU) → ReluSquaredAttention: the paper's layer, each norm convention, look-alikes."""
+
+import math
+
+import onnx
+import pytest
+import torch
+from torch.nn import functional as F
+
+from attnx.ops.relu_squared_attention import reference as relu2_reference
+from attnx.surgeon import optimize_model
+from test_surgeon_fuse import attrs_of, only_node
+from test_surgeon_models import EXPORT_LEN, assert_same_outputs, export
+
+S = 8
+QKV3 = [(2, EXPORT_LEN, S)] * 3
+AXES3 = (1, 1, 1)
+
+
+class GAULayer(torch.nn.Module):
+    """GAU as the FLASH paper's pseudo-code writes it: one dense → silu → (u, v, base),
+    per-dimension scale and offset for q and k, relu²(qkᵀ/n) (the norm inside), u ⊙ (A v)."""
+
+    def __init__(self, dim=16, expansion=32, s=S, causal=False):
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        self.e, self.s, self.causal = expansion, s, causal
+        self.dense = torch.nn.Linear(dim, 2 * expansion + s)
+        self.gamma = torch.nn.Parameter(torch.randn(2, s, generator=g) * 0.1 + 1)
+        self.beta = torch.nn.Parameter(torch.randn(2, s, generator=g) * 0.1)
+        self.out = torch.nn.Linear(expansion, dim)
+
+    def forward(self, x):
+        n = x.shape[1]
+        u, v, base = torch.split(F.silu(self.dense(x)), [self.e, self.e, self.s], dim=-1)
+        base = base.unsqueeze(2) * self.gamma + self.beta
+        q, k = base[:, :, 0], base[:, :, 1]
+        qk = torch.einsum("bns,bms->bnm", q, k)
+        kernel = torch.square(F.relu(qk / n))
+        if self.causal:
+            kernel = kernel * torch.ones(n, n).tril()
+        return self.out(u * torch.einsum("bnm,bme->bne", kernel, v))
+
+
+class Relu2(torch.nn.Module):
+    """relu(s·qkᵀ)² with the norm outside the square (the paper's text), optional causal masked_fill."""
+
+    def __init__(self, norm="n", causal=False, power=2, scale=0.125):
+        super().__init__()
+        self.norm, self.causal, self.power, self.scale = norm, causal, power, scale
+
+    def forward(self, q, k, v):
+        n = q.shape[1]
+        a = torch.relu(q @ k.transpose(-1, -2) * self.scale) ** self.power
+        if self.norm == "n":
+            a = a / n
+        elif self.norm == "fixed":
+            a = a / 64
+        if self.causal:
+            a = a.masked_fill(~torch.ones(n, n, dtype=torch.bool).tril(), 0.0)
+        return a @ v
+
+
+class Relu2SoftmaxBetween(torch.nn.Module):
+    """relu² then a softmax: not GAU's attention."""
+
+    def forward(self, q, k, v):
+        return torch.softmax(torch.relu(q @ k.transpose(-1, -2)) ** 2, -1) @ v
+
+
+class Relu2BandMask(torch.nn.Module):
+    """relu² masked to |i − j| ≤ 2: a mask that is not causal."""
+
+    def forward(self, q, k, v):
+        n = q.shape[1]
+        i = torch.arange(n)
+        a = torch.relu(q @ k.transpose(-1, -2)) ** 2 / n
+        return a.masked_fill((i[:, None] - i[None, :]).abs() > 2, 0.0) @ v
+
+
+def optimize(model, target="ort"):
+    out, reports = optimize_model(model, target)
+    return out, {r.name: r for r in reports}
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_gau_layer_in_the_flash_papers_form_becomes_one_relu_squared_node(causal, rng):
+    torch.manual_seed(0)
+    shapes, axes = [(2, EXPORT_LEN, 16)], (1,)
+    model = export(GAULayer(causal=causal), shapes, axes)
+    out, reports = optimize(model)
+    assert reports["fuse-relu-squared-attention"].rewritten == 1, reports["fuse-relu-squared-attention"].details
+    attrs = attrs_of(only_node(out, "attnx", "ReluSquaredAttention"))
+    assert (attrs["causal"], attrs["norm"], attrs["norm_placement"]) == (int(causal), "n", "inside")
+    assert attrs["scale"] == pytest.approx(1.0)
+    assert not any(n.op_type in ("Relu", "Pow") for n in out.graph.node)
+    assert_same_outputs(model, out, shapes, axes, rng)
+
+
+@pytest.mark.parametrize("norm,causal", [("n", False), ("n", True), ("fixed", True), ("none", False)])
+def test_each_norm_maps_onto_the_spec_exactly(norm, causal, rng):
+    model = export(Relu2(norm, causal), QKV3, AXES3)
+    out, _ = optimize(model)
+    attrs = attrs_of(only_node(out, "attnx", "ReluSquaredAttention"))
+    assert (attrs["causal"], attrs["norm"]) == (int(causal), norm)
+    assert attrs["scale"] == pytest.approx(0.125)
+    if norm == "fixed":
+        assert attrs["fixed_length"] == 64
+    assert_same_outputs(model, out, QKV3, AXES3, rng)
+
+
+def test_relu2_module_matches_the_float64_reference(rng):
+    q, k, v = (torch.randn(2, 23, S, generator=rng, dtype=torch.float64) for _ in range(3))
+    want = relu2_reference(q[:, None], k[:, None], v[:, None], causal=True, scale=0.125, norm="n",
+                           fixed_length=1, norm_placement="outside")[0][:, 0]
+    torch.testing.assert_close(Relu2("n", True)(q, k, v), want)
+
+
+@pytest.mark.parametrize("module,check", [
+    (Relu2(power=3), "relu_then_square"),
+    (Relu2SoftmaxBetween(), "steps_scale_norm_mask"),
+    (Relu2BandMask(), "mask_is_causal"),
+])
+def test_look_alikes_are_left_alone_and_the_report_says_why(module, check):
+    model = export(module, QKV3, AXES3)
+    out, reports = optimize(model)
+    (detail,) = reports["fuse-relu-squared-attention"].details
+    assert not detail["rewritten"] and detail["why"].startswith(check), detail
+    assert not any(n.domain == "attnx" for n in out.graph.node)
+
+
+def test_trt_form_of_gau_is_standard_ops_and_the_plugin():
+    torch.manual_seed(0)
+    model = export(GAULayer(causal=True), [(2, EXPORT_LEN, 16)], (1,))
+    out, _ = optimize(model, "trt")
+    assert {n.domain for n in out.graph.node} <= {"", "trt.plugins"}
+    assert [n.op_type for n in out.graph.node if n.domain] == ["ReluSquaredAttention"]
+    assert not out.functions
+    onnx.checker.check_model(out)
+
+
+def test_scale_folds_exactly_math():
+    # relu(x)²·a = relu(√a·x)² for a > 0: the identity the pass uses to fold constants after the square
+    x = torch.randn(100, dtype=torch.float64)
+    torch.testing.assert_close(torch.relu(x) ** 2 * 0.3, torch.relu(math.sqrt(0.3) * x) ** 2)

@@ -1,0 +1,105 @@
+"""RoPE written in plain torch (rotate-half and interleaved) and by x-transformers → ONNX RotaryEmbedding."""
+
+import pytest
+import torch
+
+from attnx.surgeon import optimize_model
+from test_surgeon_fuse import attrs_of
+from test_surgeon_models import EXPORT_LEN, QKV, QKV_AXES, assert_same_outputs, export
+
+
+def rotate_half(x):
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((-x2, x1), dim=-1)
+
+
+def rotate_every_two(x):
+    return torch.stack((-x[..., 1::2], x[..., ::2]), dim=-1).flatten(-2)
+
+
+def wrong_sign(x):
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((x2, -x1), dim=-1)
+
+
+class RotaryAttention(torch.nn.Module):
+    """RoPE on q and k (angles p·base^(−2t/d) computed from arange(n)), then causal softmax attention."""
+
+    def __init__(self, rotate=rotate_half, d=8):
+        super().__init__()
+        self.rotate = rotate
+        self.register_buffer("inv_freq", 1.0 / 10000 ** (torch.arange(0, d, 2).float() / d))
+
+    def angles(self, n):
+        freqs = torch.outer(torch.arange(n).float(), self.inv_freq)
+        if self.rotate is rotate_every_two:
+            return freqs.repeat_interleave(2, -1)
+        return torch.cat((freqs, freqs), -1)
+
+    def forward(self, q, k, v):
+        angles = self.angles(q.shape[2])
+        cos, sin = angles.cos(), angles.sin()
+        q, k = q * cos + self.rotate(q) * sin, k * cos + self.rotate(k) * sin
+        return torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+
+
+class PositionIdsRotary(torch.nn.Module):
+    """Angles from a position-ids input: cos and sin depend on data, so no fixed table."""
+
+    def forward(self, x, pos):
+        angles = torch.cat((pos.unsqueeze(-1) * 0.1, pos.unsqueeze(-1) * 0.01), -1).repeat(1, 1, 4)
+        return x * angles.cos() + rotate_half(x) * angles.sin()
+
+
+def optimize(model, passes=None):
+    out, reports = optimize_model(model, "ort", passes)
+    return out, {r.name: r for r in reports}
+
+
+@pytest.mark.parametrize("rotate,interleaved", [(rotate_half, 0), (rotate_every_two, 1)])
+def test_rotary_attention_becomes_rotary_embedding_and_attention(rotate, interleaved, rng):
+    model = export(RotaryAttention(rotate), QKV, QKV_AXES, opset=23)
+    out, reports = optimize(model)
+    assert reports["fuse-rotary"].rewritten == 2, reports["fuse-rotary"].details
+    rotaries = [attrs_of(n) for n in out.graph.node if n.op_type == "RotaryEmbedding"]
+    assert [a["interleaved"] for a in rotaries] == [interleaved] * 2
+    assert sum(n.op_type == "Attention" for n in out.graph.node) == 1
+    assert not any(n.op_type == "Neg" for n in out.graph.node)
+    assert_same_outputs(model, out, QKV, QKV_AXES, rng, lengths=(1, 7, 37, 100))
+
+
+def test_opset_below_23_is_reported_not_rewritten():
+    model = export(RotaryAttention(), QKV, QKV_AXES, opset=18)
+    out, reports = optimize(model, ["fuse-rotary"])
+    details = reports["fuse-rotary"].details
+    assert len(details) == 2 and all("opset is 18" in d["why"] for d in details), details
+    assert not any(n.op_type == "RotaryEmbedding" for n in out.graph.node)
+
+
+@pytest.mark.parametrize("module,shapes,axes,check", [
+    (RotaryAttention(wrong_sign), QKV, QKV_AXES, "rotation_of_x"),
+    (PositionIdsRotary(), [(2, EXPORT_LEN, 8), (2, EXPORT_LEN)], (1, 1), "cos_sin_from_lengths"),
+])
+def test_look_alikes_are_left_alone(module, shapes, axes, check):
+    model = export(module, shapes, axes, opset=23)
+    out, reports = optimize(model, ["fuse-rotary"])
+    details = reports["fuse-rotary"].details
+    assert details and all(not d["rewritten"] and d["why"].startswith(check) for d in details), details
+    assert not any(n.op_type == "RotaryEmbedding" for n in out.graph.node)
+
+
+def test_x_transformers_decoder_with_rotary_fuses_rope_and_attention(rng):
+    x_transformers = pytest.importorskip("x_transformers", reason="x-transformers is in the test extra")
+    torch.manual_seed(0)
+    module = x_transformers.Decoder(dim=32, depth=1, heads=2, attn_dim_head=32, rotary_pos_emb=True)
+    shapes, axes = [(2, EXPORT_LEN, 32)], (1,)
+    model = export(module, shapes, axes, opset=23)
+    out, reports = optimize(model)
+    assert reports["fuse-rotary"].rewritten == 2, reports["fuse-rotary"].details
+    assert reports["fuse-softmax-attention"].rewritten == 1
+    rotaries = [attrs_of(n) for n in out.graph.node if n.op_type == "RotaryEmbedding"]
+    # x-transformers rotates the first half of each 32-wide head (partial rotary, GPT-J style)
+    assert [(a["interleaved"], a["rotary_embedding_dim"]) for a in rotaries] == [(1, 16)] * 2
+    assert_same_outputs(model, out, shapes, axes, rng)
+    trt, _ = optimize_model(model, "trt")
+    assert {n.domain for n in trt.graph.node} == {""}  # RotaryEmbedding and Attention are standard ops
