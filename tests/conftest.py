@@ -1,6 +1,10 @@
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
+from attnx.errors import BackendUnavailableError
 from attnx.exporters import export
 from attnx.models import load_model
 
@@ -28,3 +32,22 @@ def rng():
     seed = torch.seed() % 2**31
     print(f"random seed: {seed}")
     return torch.Generator().manual_seed(seed)
+
+
+PLUGIN_TEST_BUILD_DIR = Path(__file__).resolve().parents[1] / "build" / "trt_plugins-tests"
+PLUGIN_TEST_ARCHS = ("87", "90")  # Jetson Orin and Hopper, the two CI must always compile
+
+
+@pytest.fixture(scope="session")
+def plugin_lib() -> Path:
+    """libattnx_plugins.so built once per session into build/trt_plugins-tests (CMake rebuilds only what
+    changed since the last run there); only a machine without cmake or nvcc skips, saying so."""
+    from attnx.plugins import build
+
+    try:
+        build.find_cmake()
+        build.find_nvcc()
+    except BackendUnavailableError as exc:
+        pytest.skip(f"the plugin library cannot be built on this machine: {exc}")
+    return build.build_library(PLUGIN_TEST_ARCHS, out_dir=PLUGIN_TEST_BUILD_DIR,
+                               log=lambda msg: print(msg, file=sys.stderr))

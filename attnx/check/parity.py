@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 from typing import Callable, Sequence
 
+import numpy as np
 import onnx
 import torch
 from polygraphy.backend.onnxrt import OnnxrtRunner, SessionFromOnnx
@@ -88,49 +90,76 @@ def _check_inputs_match(model: onnx.ModelProto, loaded: LoadedModel, path) -> li
     return names
 
 
+@dataclasses.dataclass
+class ParityCase:
+    """What a parity check runs: the file's model, its dtype and tolerance, and fresh inputs per length."""
+    model: onnx.ModelProto
+    dtype: str
+    seq_lens: list[int]
+    seed: int
+    output_names: list[str]
+    input_meta: dict[str, tuple]
+    feeds: list[dict[str, np.ndarray]]
+
+    @property
+    def tol(self):
+        return TOLERANCES[self.dtype]
+
+
+def parity_case(model: onnx.ModelProto, onnx_path, loaded: LoadedModel, seq_lens: Sequence[int], batch: int,
+                seed: int | None) -> ParityCase:
+    """Check that the file and the model agree on inputs and weights, and draw fresh inputs for each
+    length (float inputs in the file's dtype)."""
+    seq_lens = list(seq_lens)
+    if not seq_lens or any(n < 1 for n in seq_lens) or batch < 1:
+        raise InputError(f"sequence lengths and batch must be >= 1, got seq_lens {seq_lens}, batch {batch}")
+    names = _check_inputs_match(model, loaded, onnx_path)
+    check_same_weights(model, loaded, onnx_path)
+    seed = int.from_bytes(os.urandom(4), "little") if seed is None else seed
+    generator = torch.Generator().manual_seed(seed)
+    vocab = getattr(loaded.module, "vocab_size", None)
+    input_meta = {i.name: (onnx.helper.tensor_dtype_to_np_dtype(i.type.tensor_type.elem_type),
+                           [d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim])
+                  for i in model.graph.input}
+    feeds = [random_inputs(loaded.example_inputs, names, batch=batch, seq_len=n, vocab_size=vocab,
+                           generator=generator, draw=loaded.draw) for n in seq_lens]
+    # float inputs (images) are drawn in float32; an fp16 file takes them in its own dtype
+    feeds = [{name: a.astype(input_meta[name][0]) if a.dtype.kind == "f" else np.asarray(a)
+              for name, a in feed.items()} for feed in feeds]
+    return ParityCase(model, model_dtype(model), seq_lens, seed, [o.name for o in model.graph.output],
+                      input_meta, feeds)
+
+
+def compare_with_eager(runner, case: ParityCase, loaded: LoadedModel, onnx_path, backend: str,
+                       progress: Callable[[str], None]) -> ParityReport:
+    """Run `runner` (a Polygraphy runner over the file) and the eager model in float64 on the case's
+    inputs; relative errors are taken against the float64 reference."""
+    eager = EagerFloat64Runner(loaded.module, case.input_meta, case.output_names)
+    tol = case.tol
+    with G_LOGGER.verbosity(G_LOGGER.ERROR):
+        results = Comparator.run([runner, eager], data_loader=case.feeds)
+        accuracy = Comparator.compare_accuracy(results, comparisons=[(0, 1)], compare_func=compare_func(tol))
+    iterations = next(iter(accuracy[0].values()))
+    outputs = []
+    for n, it_result, out in zip(case.seq_lens, iterations, results[0][1]):
+        for name in case.output_names:
+            r = it_result[name]
+            outputs.append(OutputResult(name, n, list(out[name].shape), float(r.max_absdiff),
+                                        float(r.max_reldiff), tol.atol, tol.rtol, bool(r)))
+        progress(f"seq {n}: {'ok' if all(it_result[o] for o in case.output_names) else 'MISMATCH'}")
+    return ParityReport(loaded.name, str(onnx_path), backend, "eager-float64", case.dtype, case.seed,
+                        _declared_shapes(case.model), outputs)
+
+
 def check_parity(onnx_path: str | Path, loaded: LoadedModel, *, seq_lens: Sequence[int] = DEFAULT_SEQ_LENS,
                  batch: int = 2, seed: int | None = None,
                  progress: Callable[[str], None] = lambda msg: None) -> ParityReport:
     """Run the file in ONNX Runtime (CPU) and the eager model in float64 on the same fresh inputs."""
     model = load_onnx(onnx_path)
-    dtype = model_dtype(model)
-    if dtype == "bf16":
+    if model_dtype(model) == "bf16":
         raise BackendUnavailableError(
             "ONNX Runtime's CPU provider has no bfloat16 kernels (MatMul, LayerNorm); a bf16 file needs "
             "a GPU backend: check it with --backend trt on a machine with TensorRT")
-    bad = [n for n in seq_lens if n < 1]
-    if bad or batch < 1:
-        raise InputError(f"sequence lengths and batch must be >= 1, got seq_lens {list(seq_lens)}, batch {batch}")
-    names = _check_inputs_match(model, loaded, onnx_path)
-    check_same_weights(model, loaded, onnx_path)
-    output_names = [o.name for o in model.graph.output]
-    tol = TOLERANCES[dtype]
-    seed = int.from_bytes(os.urandom(4), "little") if seed is None else seed
-    generator = torch.Generator().manual_seed(seed)
-    vocab = getattr(loaded.module, "vocab_size", None)
-    feeds = [random_inputs(loaded.example_inputs, names, batch=batch, seq_len=n, vocab_size=vocab,
-                           generator=generator, draw=loaded.draw) for n in seq_lens]
+    case = parity_case(model, onnx_path, loaded, seq_lens, batch, seed)
     onnxrt = OnnxrtRunner(SessionFromOnnx(str(onnx_path), providers=["cpu"]), name="onnxruntime-cpu")
-    input_meta = {i.name: (onnx.helper.tensor_dtype_to_np_dtype(i.type.tensor_type.elem_type),
-                           [d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim])
-                  for i in model.graph.input}
-    # float inputs (images) are drawn in float32; an fp16 file takes them in its own dtype
-    feeds = [{name: a.astype(input_meta[name][0]) if a.dtype.kind == "f" else a for name, a in feed.items()}
-             for feed in feeds]
-    eager = EagerFloat64Runner(loaded.module, input_meta, output_names)
-    outputs = []
-    with G_LOGGER.verbosity(G_LOGGER.ERROR):
-        results = Comparator.run([onnxrt, eager], data_loader=feeds)
-        # (onnxrt, eager): relative errors are taken against the float64 reference
-        accuracy = Comparator.compare_accuracy(
-            results, comparisons=[(0, 1)],
-            compare_func=compare_func(tol))
-    iterations = next(iter(accuracy[0].values()))
-    for n, it_result, ort_out in zip(seq_lens, iterations, results[0][1]):
-        for name in output_names:
-            r = it_result[name]
-            outputs.append(OutputResult(name, n, list(ort_out[name].shape), float(r.max_absdiff),
-                                        float(r.max_reldiff), tol.atol, tol.rtol, bool(r)))
-        progress(f"seq {n}: {'ok' if all(it_result[o] for o in output_names) else 'MISMATCH'}")
-    return ParityReport(loaded.name, str(onnx_path), "onnxruntime-cpu", "eager-float64", dtype, seed,
-                        _declared_shapes(model), outputs)
+    return compare_with_eager(onnxrt, case, loaded, onnx_path, "onnxruntime-cpu", progress)

@@ -8,8 +8,10 @@ returns the library's path. The default output is `build/trt_plugins/` in the re
 from __future__ import annotations
 
 import os
+import queue
 import shutil
 import subprocess
+import threading
 import time
 from pathlib import Path
 from typing import Callable, Sequence
@@ -68,13 +70,30 @@ def _normalise_archs(archs: Sequence[str | int]) -> list[str]:
     return out
 
 
-def _run(cmd: list[str], log: Callable[[str], None], what: str) -> None:
+def _run(cmd: list[str], log: Callable[[str], None], what: str, heartbeat_s: float = 15.0) -> None:
+    """Run `cmd`, logging CMake's progress lines and errors; while a step prints nothing (nvcc on one
+    .cu file for several architectures takes a minute), a line every `heartbeat_s` says it is alive."""
     log("[attnx] $ " + " ".join(cmd))
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: queue.Queue[str | None] = queue.Queue()
+
+    def read() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.put(line.rstrip())
+        lines.put(None)
+
+    threading.Thread(target=read, daemon=True).start()
     tail: list[str] = []
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        line = line.rstrip()
+    start = time.monotonic()
+    while True:
+        try:
+            line = lines.get(timeout=heartbeat_s)
+        except queue.Empty:
+            log(f"[attnx]   ... {what} still running ({time.monotonic() - start:.0f} s)")
+            continue
+        if line is None:
+            break
         tail = (tail + [line])[-60:]
         # CMake's "[ 50%] Building CUDA object ..." lines are the progress worth showing
         if line.startswith("[") or "error" in line.lower():
@@ -86,6 +105,9 @@ def _run(cmd: list[str], log: Callable[[str], None], what: str) -> None:
 def build_library(archs: Sequence[str | int] = DEFAULT_ARCHS, out_dir: str | Path | None = None,
                   log: Callable[[str], None] = print, jobs: int | None = None) -> Path:
     """Configure and build the plugin library; returns the path of libattnx_plugins.so."""
+    if not (SOURCE_DIR / "CMakeLists.txt").is_file():
+        raise BuildError(f"the plugin sources are not here: expected {SOURCE_DIR / 'CMakeLists.txt'} (build the "
+                         "library from a clone of the repository, where attnx is installed with `pip install -e .`)")
     cmake = find_cmake()
     nvcc = find_nvcc()
     arch_list = _normalise_archs(archs)

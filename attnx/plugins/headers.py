@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import zipfile
 from pathlib import Path
 
@@ -83,20 +85,25 @@ def provisioned_include_dir(log=print) -> Path:
             and (inc / ".sha256").read_text().strip() == WHEEL_SHA256:
         return inc
     wheel = _download_wheel(root / "wheels", log)
-    tmp = root / "trt-headers-10.14.tmp"
-    tmp.mkdir(parents=True, exist_ok=True)
+    # unpack beside the target and rename into place, so a concurrent build (two test sessions)
+    # never sees half a header set
+    tmp = Path(tempfile.mkdtemp(prefix="trt-headers-10.14.", dir=root))
     with zipfile.ZipFile(wheel) as zf:
         names = [n for n in zf.namelist() if n.startswith(WHEEL_HEADER_PREFIX) and n.endswith(".h")]
         if not any(n.endswith("/NvInfer.h") for n in names):
+            shutil.rmtree(tmp)
             raise HeaderError(f"{wheel} has no {WHEEL_HEADER_PREFIX}NvInfer.h; found {len(names)} headers there")
         for n in names:
             (tmp / Path(n).name).write_bytes(zf.read(n))
     (tmp / ".sha256").write_text(WHEEL_SHA256 + "\n")
     if inc.exists():
-        for p in inc.iterdir():
-            p.unlink()
-        inc.rmdir()
-    tmp.rename(inc)
+        shutil.rmtree(inc)  # a stale or foreign copy: its .sha256 did not match the pin
+    try:
+        tmp.rename(inc)
+    except OSError:
+        shutil.rmtree(tmp)  # another process put a checked copy there first
+        if not (inc / ".sha256").is_file() or (inc / ".sha256").read_text().strip() != WHEEL_SHA256:
+            raise
     log(f"[attnx] TensorRT headers from {WHEEL_REQUIREMENT} in {inc}")
     return inc
 

@@ -2,13 +2,15 @@
 //
 // Non-causal: stateKernel forms S = S0 + Σ_j φ(k_j) v_jᵀ and z = z0 + Σ_j φ(k_j) per (b, h), then
 // rowKernel computes y_i = φ(q_i)ᵀS / (φ(q_i)ᵀz + eps) with the normaliser fused in the same pass.
-// Causal: rowKernel<causal> scans the keys in order with S and z held in float32 registers,
-// updating them with row i before producing y_i. The scan is sequential in N per (b, h, e-tile):
-// correct for any N >= 1 but not the chunked parallel form (chunk_size only tiles the ONNX body).
+// Causal: a chunked scan in three launches, parallel over (b, h, chunk of 64 rows): the float32 state
+// of each chunk, an exclusive prefix over chunks (input state added; the total is the state output),
+// then per chunk the masked 64 × 64 product φ(Q)φ(K)ᵀ with V plus φ(Q) times the state before it.
+// The kernel's chunk is fixed at 64 rows; the chunk_size attribute tiles the ONNX body only (it has
+// no effect on results). Lengths that are not a multiple of 64 end in a short chunk.
 #include "linearAttentionKernel.h"
 
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
+#include "kernelCommon.cuh"
+
 #include <cuda_runtime.h>
 
 namespace
@@ -22,13 +24,9 @@ constexpr int kDPerThread = kMaxDim / kDGroups; // 32 registers of S per thread
 constexpr int kRowsPerBlock = 64;           // non-causal rows per block
 constexpr int kStateRows = 16;              // keys staged in shared memory per step of stateKernel
 
-__device__ __forceinline__ float toFloat(float x) { return x; }
-__device__ __forceinline__ float toFloat(__half x) { return __half2float(x); }
-__device__ __forceinline__ float toFloat(__nv_bfloat16 x) { return __bfloat162float(x); }
-template <typename T> __device__ __forceinline__ T fromFloat(float x);
-template <> __device__ __forceinline__ float fromFloat<float>(float x) { return x; }
-template <> __device__ __forceinline__ __half fromFloat<__half>(float x) { return __float2half_rn(x); }
-template <> __device__ __forceinline__ __nv_bfloat16 fromFloat<__nv_bfloat16>(float x) { return __float2bfloat16_rn(x); }
+using attnx::addOuterProduct;
+using attnx::fromFloat;
+using attnx::toFloat;
 
 __device__ __forceinline__ float phi(float x, int fm)
 {
@@ -82,17 +80,13 @@ __global__ void stateKernel(const T* __restrict__ k, const T* __restrict__ v, co
     }
 }
 
-// grid (b·h, e-tile, row-chunk). Thread (g = warp, lane) holds S[d][e0 + lane] for d ≡ g (mod 8).
-// Non-causal: S, z read from sz/zz (already including the input state); rows [chunk·64, +64).
-// Causal: S, z start at the input state (or 0) and are updated with row i before y_i; all rows.
-template <typename T, bool kCausal>
-__global__ void __launch_bounds__(kThreads) rowKernel(const T* __restrict__ q, const T* __restrict__ k,
-    const T* __restrict__ v, const float* __restrict__ sIn, const float* __restrict__ zIn, T* __restrict__ y,
-    float* __restrict__ sOut, float* __restrict__ zOut, int64_t N, int D, int E, int fm, int normalize, float eps)
+// grid (b·h, e-tile, row-chunk). Thread (g = warp, lane) holds S[d][e0 + lane] for d ≡ g (mod 8),
+// read from sIn/zIn (the full sums, input state included); rows [chunk·64, +64).
+template <typename T>
+__global__ void __launch_bounds__(kThreads) rowKernel(const T* __restrict__ q, const float* __restrict__ sIn,
+    const float* __restrict__ zIn, T* __restrict__ y, int64_t N, int D, int E, int fm, int normalize, float eps)
 {
     __shared__ float fq[kMaxDim];
-    __shared__ float fk[kMaxDim];
-    __shared__ float vs[kETile];
     __shared__ float num[kDGroups][kETile];
     __shared__ float den[kDGroups][kETile];
     const int64_t bh = blockIdx.x;
@@ -107,28 +101,19 @@ __global__ void __launch_bounds__(kThreads) rowKernel(const T* __restrict__ q, c
     for (int t = 0; t < kDPerThread; ++t)
     {
         const int d = g + t * kDGroups;
-        const bool ok = d < D && eOk;
-        s[t] = (ok && sIn) ? sIn[(bh * D + d) * E + e] : 0.f;
-        z[t] = (d < D && zIn) ? zIn[bh * D + d] : 0.f;
+        s[t] = (d < D && eOk) ? sIn[(bh * D + d) * E + e] : 0.f;
+        z[t] = d < D ? zIn[bh * D + d] : 0.f;
     }
 
-    const int64_t rowBegin = kCausal ? 0 : int64_t(blockIdx.z) * kRowsPerBlock;
-    const int64_t rowEnd = kCausal ? N : (rowBegin + kRowsPerBlock < N ? rowBegin + kRowsPerBlock : N);
+    const int64_t rowBegin = int64_t(blockIdx.z) * kRowsPerBlock;
+    const int64_t rowEnd = rowBegin + kRowsPerBlock < N ? rowBegin + kRowsPerBlock : N;
     const T* qb = q + bh * N * D;
-    const T* kb = k + bh * N * D; // causal: M == N
-    const T* vb = v + bh * N * E;
     T* yb = y + bh * N * E;
     for (int64_t i = rowBegin; i < rowEnd; ++i)
     {
-        // the previous row's readers of fq/fk/vs finished before its second barrier
+        // the previous row's readers of fq finished before its second barrier
         for (int d = threadIdx.x; d < D; d += kThreads)
-        {
             fq[d] = phi(toFloat(qb[i * D + d]), fm);
-            if (kCausal)
-                fk[d] = phi(toFloat(kb[i * D + d]), fm);
-        }
-        if (kCausal && threadIdx.x < kETile)
-            vs[threadIdx.x] = eOk ? toFloat(vb[i * E + e]) : 0.f;
         __syncthreads();
         float pn = 0.f;
         float pd = 0.f;
@@ -138,11 +123,6 @@ __global__ void __launch_bounds__(kThreads) rowKernel(const T* __restrict__ q, c
             const int d = g + t * kDGroups;
             if (d < D)
             {
-                if (kCausal)
-                {
-                    s[t] = fmaf(fk[d], vs[lane], s[t]);
-                    z[t] += fk[d];
-                }
                 pn = fmaf(fq[d], s[t], pn);
                 pd = fmaf(fq[d], z[t], pd);
             }
@@ -164,16 +144,278 @@ __global__ void __launch_bounds__(kThreads) rowKernel(const T* __restrict__ q, c
         }
         // num/den are next written after the next row's first barrier, which g == 0 also reaches
     }
-    if (kCausal && sOut)
+}
+
+// ---- causal: chunked scan. Chunk c holds rows [c·kChunk, +kChunk); the last one may be short.
+// The workspace holds, per (b·h, chunk), kStateFloats(D, E) = D·E + D floats: first chunkStateKernel
+// writes the chunk's own Σφ(k)vᵀ and Σφ(k) there, then prefixKernel turns them in place into the
+// states before the chunk (input state included) and writes the final state, then chunkOutputKernel
+// forms y_i = φ(q_i)ᵀ(S_prev + Σ_{j ≤ i in chunk} φ(k_j) v_jᵀ) / (φ(q_i)ᵀ(z_prev + ...) + eps).
+constexpr int kChunk = 64;   // rows per chunk
+constexpr int kTile = 64;    // output tile of chunkStateKernel (d × e) and chunkOutputKernel (rows × e)
+constexpr int kDStep = 16;   // d columns staged per step of chunkOutputKernel
+constexpr int kPrefixBatch = 8; // chunk states loaded ahead in prefixKernel
+// 256 threads as 16 × 16; thread (ty, tx) owns tile rows ty·4 + i (i < 4) and columns tx + 16·m (m < 4)
+constexpr int kTy = 16;
+constexpr int kRowsPerThread = kTile / kTy;  // 4
+constexpr int kColsPerThread = kTile / 16;   // 4
+
+__host__ __device__ inline int64_t stateFloats(int D, int E)
+{
+    return int64_t(D) * E + D;
+}
+
+// grid (b·h · chunks, d-tiles · e-tiles). S_c[d][e] = Σ_j φ(k_j)[d] v_j[e] over the chunk's rows for one
+// 64 × 64 tile; blocks with e-tile 0 also write z_c[d] = Σ_j φ(k_j)[d] for their d-tile.
+template <typename T>
+__global__ void __launch_bounds__(kThreads) chunkStateKernel(const T* __restrict__ k, const T* __restrict__ v,
+    float* __restrict__ ws, int64_t N, int64_t nChunks, int D, int E, int fm)
+{
+    __shared__ float ks[kChunk][kTile + 1];
+    __shared__ float vs[kChunk][kTile];
+    const int64_t bh = blockIdx.x / nChunks;
+    const int64_t c = blockIdx.x % nChunks;
+    const int eTiles = (E + kTile - 1) / kTile;
+    const int d0 = (blockIdx.y / eTiles) * kTile;
+    const int e0 = (blockIdx.y % eTiles) * kTile;
+    const int64_t r0 = c * kChunk;
+    const int rows = int(N - r0 < kChunk ? N - r0 : kChunk);
+    const T* kb = k + (bh * N + r0) * D;
+    const T* vb = v + (bh * N + r0) * E;
+    // rows past the end are zero, not φ(0) (which is 1 for elu): they add nothing
+    for (int t = threadIdx.x; t < kChunk * kTile; t += kThreads)
     {
+        const int j = t / kTile;
+        const int x = t % kTile;
+        ks[j][x] = (j < rows && d0 + x < D) ? phi(toFloat(kb[int64_t(j) * D + d0 + x]), fm) : 0.f;
+        vs[j][x] = (j < rows && e0 + x < E) ? toFloat(vb[int64_t(j) * E + e0 + x]) : 0.f;
+    }
+    __syncthreads();
+    const int ty = threadIdx.x / 16;
+    const int tx = threadIdx.x % 16;
+    float acc[kRowsPerThread][kColsPerThread] = {};
+    for (int j = 0; j < rows; ++j)
+    {
+        float kv[kRowsPerThread];
+        float vv[kColsPerThread];
 #pragma unroll
-        for (int t = 0; t < kDPerThread; ++t)
+        for (int i = 0; i < kRowsPerThread; ++i)
+            kv[i] = ks[j][ty * kRowsPerThread + i];
+#pragma unroll
+        for (int m = 0; m < kColsPerThread; ++m)
+            vv[m] = vs[j][tx + 16 * m];
+        addOuterProduct(acc, kv, vv);
+    }
+    float* out = ws + (bh * nChunks + c) * stateFloats(D, E);
+#pragma unroll
+    for (int i = 0; i < kRowsPerThread; ++i)
+    {
+        const int d = d0 + ty * kRowsPerThread + i;
+#pragma unroll
+        for (int m = 0; m < kColsPerThread; ++m)
         {
-            const int d = g + t * kDGroups;
-            if (d < D && eOk)
-                sOut[(bh * D + d) * E + e] = s[t];
-            if (d < D && blockIdx.y == 0 && lane == 0)
-                zOut[bh * D + d] = z[t];
+            const int e = e0 + tx + 16 * m;
+            if (d < D && e < E)
+                out[int64_t(d) * E + e] = acc[i][m];
+        }
+    }
+    if (e0 == 0 && threadIdx.x < kTile && d0 + int(threadIdx.x) < D)
+    {
+        float z = 0.f;
+        for (int j = 0; j < rows; ++j)
+            z += ks[j][threadIdx.x];
+        out[int64_t(D) * E + d0 + threadIdx.x] = z;
+    }
+}
+
+// grid (b·h, ceil((D·E + D) / 256)). Element x of the per-chunk states (S then z), scanned over the
+// chunks: each chunk's slot becomes the sum before it (plus the input state); the total goes to the
+// state outputs when they are given.
+__global__ void __launch_bounds__(kThreads) prefixKernel(float* __restrict__ ws, const float* __restrict__ s0,
+    const float* __restrict__ z0, float* __restrict__ sOut, float* __restrict__ zOut, int64_t nChunks, int D, int E)
+{
+    const int64_t n = stateFloats(D, E);
+    const int64_t x = int64_t(blockIdx.y) * kThreads + threadIdx.x;
+    if (x >= n)
+        return;
+    const int64_t bh = blockIdx.x;
+    const int64_t se = int64_t(D) * E;
+    const bool isS = x < se;
+    float running = isS ? (s0 ? s0[bh * se + x] : 0.f) : (z0 ? z0[bh * D + (x - se)] : 0.f);
+    float* p = ws + bh * nChunks * n + x;
+    for (int64_t c0 = 0; c0 < nChunks; c0 += kPrefixBatch)
+    {
+        // the loads of a batch do not wait for the stores before them
+        float t[kPrefixBatch];
+#pragma unroll
+        for (int b = 0; b < kPrefixBatch; ++b)
+            t[b] = c0 + b < nChunks ? p[(c0 + b) * n] : 0.f;
+#pragma unroll
+        for (int b = 0; b < kPrefixBatch; ++b)
+        {
+            if (c0 + b < nChunks)
+                p[(c0 + b) * n] = running;
+            running += t[b];
+        }
+    }
+    if (isS && sOut)
+        sOut[bh * se + x] = running;
+    if (!isS && zOut)
+        zOut[bh * D + (x - se)] = running;
+}
+
+// grid (b·h · chunks, e-tiles of 64). For the chunk's rows i and the block's 64 columns e:
+// A = tril(φ(Q) φ(K)ᵀ) within the chunk (64 × 64, in shared memory), then
+// y = (A V + φ(Q) S_prev) / (rowsum(A) + φ(Q) z_prev + eps).
+template <typename T>
+__global__ void __launch_bounds__(kThreads) chunkOutputKernel(const T* __restrict__ q, const T* __restrict__ k,
+    const T* __restrict__ v, const float* __restrict__ ws, T* __restrict__ y, int64_t N, int64_t nChunks, int D,
+    int E, int fm, int normalize, float eps)
+{
+    __shared__ float as[kChunk][kChunk + 1];
+    __shared__ float qs[kChunk][kDStep + 1];
+    __shared__ float ks[kChunk][kDStep + 1];
+    __shared__ float vs[kChunk][kTile];
+    __shared__ float ss[kDStep][kTile];
+    __shared__ float zs[kDStep];
+    __shared__ float den[kChunk];
+    const int64_t bh = blockIdx.x / nChunks;
+    const int64_t c = blockIdx.x % nChunks;
+    const int e0 = blockIdx.y * kTile;
+    const int64_t r0 = c * kChunk;
+    const int rows = int(N - r0 < kChunk ? N - r0 : kChunk);
+    const T* qb = q + (bh * N + r0) * D;
+    const T* kb = k + (bh * N + r0) * D;
+    const T* vb = v + (bh * N + r0) * E;
+    const float* sPrev = ws + (bh * nChunks + c) * stateFloats(D, E);
+    const float* zPrev = sPrev + int64_t(D) * E;
+    const int ty = threadIdx.x / 16;
+    const int tx = threadIdx.x % 16;
+
+    // A = φ(Q) φ(K)ᵀ over d in steps of kDStep; thread tid < 64 also forms φ(q_tid)·z_prev
+    float a[kRowsPerThread][kColsPerThread] = {};
+    float qz = 0.f;
+    for (int d0 = 0; d0 < D; d0 += kDStep)
+    {
+        for (int t = threadIdx.x; t < kChunk * kDStep; t += kThreads)
+        {
+            const int j = t / kDStep;
+            const int x = t % kDStep;
+            const bool ok = j < rows && d0 + x < D;
+            qs[j][x] = ok ? phi(toFloat(qb[int64_t(j) * D + d0 + x]), fm) : 0.f;
+            ks[j][x] = ok ? phi(toFloat(kb[int64_t(j) * D + d0 + x]), fm) : 0.f;
+        }
+        if (threadIdx.x < kDStep)
+            zs[threadIdx.x] = d0 + int(threadIdx.x) < D ? zPrev[d0 + threadIdx.x] : 0.f;
+        __syncthreads();
+#pragma unroll
+        for (int x = 0; x < kDStep; ++x)
+        {
+            float qv[kRowsPerThread];
+            float kv[kColsPerThread];
+#pragma unroll
+            for (int i = 0; i < kRowsPerThread; ++i)
+                qv[i] = qs[ty * kRowsPerThread + i][x];
+#pragma unroll
+            for (int m = 0; m < kColsPerThread; ++m)
+                kv[m] = ks[tx + 16 * m][x];
+            addOuterProduct(a, qv, kv);
+        }
+        if (threadIdx.x < kChunk)
+        {
+#pragma unroll
+            for (int x = 0; x < kDStep; ++x)
+                qz = fmaf(qs[threadIdx.x][x], zs[x], qz);
+        }
+        __syncthreads();
+    }
+    // causal mask within the chunk: key j ≤ query i (rows past the end are zero already)
+#pragma unroll
+    for (int i = 0; i < kRowsPerThread; ++i)
+    {
+        const int row = ty * kRowsPerThread + i;
+#pragma unroll
+        for (int m = 0; m < kColsPerThread; ++m)
+        {
+            const int col = tx + 16 * m;
+            as[row][col] = col <= row ? a[i][m] : 0.f;
+        }
+    }
+    for (int t = threadIdx.x; t < kChunk * kTile; t += kThreads)
+    {
+        const int j = t / kTile;
+        const int x = t % kTile;
+        vs[j][x] = (j < rows && e0 + x < E) ? toFloat(vb[int64_t(j) * E + e0 + x]) : 0.f;
+    }
+    __syncthreads();
+    if (threadIdx.x < kChunk)
+    {
+        float rowSum = 0.f;
+        for (int j = 0; j < kChunk; ++j)
+            rowSum += as[threadIdx.x][j];
+        den[threadIdx.x] = rowSum + qz;
+    }
+
+    // y = A V (the chunk) + φ(Q) S_prev (the chunks before)
+    float acc[kRowsPerThread][kColsPerThread] = {};
+    for (int j = 0; j < rows; ++j)
+    {
+        float av[kRowsPerThread];
+        float vv[kColsPerThread];
+#pragma unroll
+        for (int i = 0; i < kRowsPerThread; ++i)
+            av[i] = as[ty * kRowsPerThread + i][j];
+#pragma unroll
+        for (int m = 0; m < kColsPerThread; ++m)
+            vv[m] = vs[j][tx + 16 * m];
+        addOuterProduct(acc, av, vv);
+    }
+    for (int d0 = 0; d0 < D; d0 += kDStep)
+    {
+        // every reader of the previous qs/ss finished before this barrier
+        __syncthreads();
+        for (int t = threadIdx.x; t < kChunk * kDStep; t += kThreads)
+        {
+            const int j = t / kDStep;
+            const int x = t % kDStep;
+            qs[j][x] = (j < rows && d0 + x < D) ? phi(toFloat(qb[int64_t(j) * D + d0 + x]), fm) : 0.f;
+        }
+        for (int t = threadIdx.x; t < kDStep * kTile; t += kThreads)
+        {
+            const int x = t / kTile;
+            const int e = t % kTile;
+            ss[x][e] = (d0 + x < D && e0 + e < E) ? sPrev[int64_t(d0 + x) * E + e0 + e] : 0.f;
+        }
+        __syncthreads();
+#pragma unroll
+        for (int x = 0; x < kDStep; ++x)
+        {
+            float qv[kRowsPerThread];
+            float sv[kColsPerThread];
+#pragma unroll
+            for (int i = 0; i < kRowsPerThread; ++i)
+                qv[i] = qs[ty * kRowsPerThread + i][x];
+#pragma unroll
+            for (int m = 0; m < kColsPerThread; ++m)
+                sv[m] = ss[x][tx + 16 * m];
+            addOuterProduct(acc, qv, sv);
+        }
+    }
+    // den was written before the first barrier of the loop above (D >= 1, so there is one)
+    T* yb = y + (bh * N + r0) * E;
+#pragma unroll
+    for (int i = 0; i < kRowsPerThread; ++i)
+    {
+        const int row = ty * kRowsPerThread + i;
+        if (row >= rows)
+            continue;
+        const float scale = normalize ? 1.f / (den[row] + eps) : 1.f;
+#pragma unroll
+        for (int m = 0; m < kColsPerThread; ++m)
+        {
+            const int e = e0 + tx + 16 * m;
+            if (e < E)
+                yb[int64_t(row) * E + e] = fromFloat<T>(acc[i][m] * scale);
         }
     }
 }
@@ -187,11 +429,20 @@ int launch(const void* q, const void* k, const void* v, const float* s0, const f
     const T* kt = static_cast<const T*>(k);
     const T* vt = static_cast<const T*>(v);
     T* yt = static_cast<T*>(y);
-    const unsigned eTiles = unsigned((E + kETile - 1) / kETile);
     if (causal)
     {
-        rowKernel<T, true><<<dim3(unsigned(BH), eTiles, 1), kThreads, 0, stream>>>(
-            qt, kt, vt, s0, z0, yt, sOut, zOut, N, D, E, fm, normalize, eps);
+        if (!workspace)
+            return ATTNX_ERR_WORKSPACE;
+        float* ws = static_cast<float*>(workspace);
+        const int64_t nChunks = (N + kChunk - 1) / kChunk;
+        const unsigned tiles = unsigned((D + kTile - 1) / kTile) * unsigned((E + kTile - 1) / kTile);
+        chunkStateKernel<T><<<dim3(unsigned(BH * nChunks), tiles, 1), kThreads, 0, stream>>>(
+            kt, vt, ws, N, nChunks, D, E, fm);
+        const unsigned prefixTiles = unsigned((stateFloats(D, E) + kThreads - 1) / kThreads);
+        prefixKernel<<<dim3(unsigned(BH), prefixTiles, 1), kThreads, 0, stream>>>(
+            ws, s0, z0, sOut, zOut, nChunks, D, E);
+        chunkOutputKernel<T><<<dim3(unsigned(BH * nChunks), unsigned((E + kTile - 1) / kTile), 1), kThreads, 0,
+            stream>>>(qt, kt, vt, ws, yt, N, nChunks, D, E, fm, normalize, eps);
     }
     else
     {
@@ -206,20 +457,25 @@ int launch(const void* q, const void* k, const void* v, const float* s0, const f
         }
         const unsigned sTiles = unsigned((int64_t(D) * E + kThreads - 1) / kThreads);
         stateKernel<T><<<dim3(unsigned(BH), sTiles, 1), kThreads, 0, stream>>>(kt, vt, s0, z0, s, z, M, D, E, fm);
+        const unsigned eTiles = unsigned((E + kETile - 1) / kETile);
         const unsigned rowChunks = unsigned((N + kRowsPerBlock - 1) / kRowsPerBlock);
-        rowKernel<T, false><<<dim3(unsigned(BH), eTiles, rowChunks), kThreads, 0, stream>>>(
-            qt, nullptr, nullptr, s, z, yt, nullptr, nullptr, N, D, E, fm, normalize, eps);
+        rowKernel<T><<<dim3(unsigned(BH), eTiles, rowChunks), kThreads, 0, stream>>>(
+            qt, s, z, yt, N, D, E, fm, normalize, eps);
     }
     return cudaGetLastError() == cudaSuccess ? ATTNX_OK : ATTNX_ERR_CUDA;
 }
 
 } // namespace
 
-extern "C" size_t attnx_linear_attention_workspace_size(int64_t B, int64_t H, int64_t D, int64_t E, int32_t causal)
+extern "C" size_t attnx_linear_attention_workspace_size(
+    int64_t B, int64_t H, int64_t N, int64_t D, int64_t E, int32_t causal)
 {
-    if (causal)
+    if (B < 1 || H < 1 || N < 1 || D < 1 || E < 1)
         return 0;
-    return size_t(B * H * (D * E + D)) * sizeof(float);
+    const int64_t perState = D * E + D;
+    if (causal)
+        return size_t(B * H * ((N + kChunk - 1) / kChunk) * perState) * sizeof(float);
+    return size_t(B * H * perState) * sizeof(float);
 }
 
 extern "C" int attnx_linear_attention_forward(const void* q, const void* k, const void* v, const float* state_s,
@@ -231,8 +487,8 @@ extern "C" int attnx_linear_attention_forward(const void* q, const void* k, cons
         return ATTNX_ERR_SHAPE;
     if (D > kMaxDim || E > kMaxDim)
         return ATTNX_ERR_HEAD_DIM;
-    // grid.x carries B·H, grid.y/z stay far below their 65535 limit for these sizes
-    if (B * H > 0x7fffffffLL || (N + kRowsPerBlock - 1) / kRowsPerBlock > 65535)
+    // grid.x carries B·H (causal: B·H·chunks), grid.z the non-causal row blocks (limit 65535)
+    if (B * H * ((N + kChunk - 1) / kChunk) > 0x7fffffffLL || (N + kRowsPerBlock - 1) / kRowsPerBlock > 65535)
         return ATTNX_ERR_SHAPE;
     if (feature_map < ATTNX_FEATURE_ELU || feature_map > ATTNX_FEATURE_IDENTITY || !(eps > 0.f && eps <= 1.f)
         || chunk_size < 1 || chunk_size > 4096 || (causal != 0 && causal != 1) || (normalize != 0 && normalize != 1))
@@ -254,21 +510,5 @@ extern "C" int attnx_linear_attention_forward(const void* q, const void* k, cons
         return launch<__nv_bfloat16>(q, k, v, state_s, state_z, y, state_s_out, state_z_out, workspace, B * H, N, M,
             d, e, causal, feature_map, normalize, eps, s);
     default: return ATTNX_ERR_DTYPE;
-    }
-}
-
-extern "C" const char* attnx_status_string(int status)
-{
-    switch (status)
-    {
-    case ATTNX_OK: return "ok";
-    case ATTNX_ERR_SHAPE: return "bad shape: every size must be >= 1, M must equal N when causal";
-    case ATTNX_ERR_HEAD_DIM: return "head dim D or E above 256";
-    case ATTNX_ERR_DTYPE: return "dtype must be float32, float16 or bfloat16";
-    case ATTNX_ERR_ATTRIBUTE: return "attribute outside what the LinearAttention spec allows";
-    case ATTNX_ERR_STATE: return "state_s and state_z (and their outputs) must be given together";
-    case ATTNX_ERR_WORKSPACE: return "workspace required for the non-causal form without state outputs";
-    case ATTNX_ERR_CUDA: return "CUDA kernel launch failed";
-    default: return "unknown status";
     }
 }

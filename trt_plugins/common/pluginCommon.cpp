@@ -1,8 +1,12 @@
 #include "pluginCommon.h"
 
+#include "attnxKernelApi.h"
+
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 #include <mutex>
 
 namespace attnx
@@ -166,6 +170,144 @@ nvinfer1::PluginFieldCollection const* FieldSet::collection() noexcept
     mCollection.nbFields = static_cast<int32_t>(mPluginFields.size());
     mCollection.fields = mPluginFields.data();
     return &mCollection;
+}
+
+bool readFlag(char const* plugin, FieldSet const& f, char const* name, int32_t& out)
+{
+    out = f.getInt(name);
+    if (out == 0 || out == 1)
+        return true;
+    logError(std::string(plugin) + ": field '" + name + "' = " + std::to_string(out) + "; expected 0 or 1");
+    return false;
+}
+
+bool readChoice(
+    char const* plugin, FieldSet const& f, char const* name, std::vector<char const*> const& choices, int32_t& out)
+{
+    std::string const& value = f.getString(name);
+    std::string expected;
+    for (size_t i = 0; i < choices.size(); ++i)
+    {
+        if (value == choices[i])
+        {
+            out = static_cast<int32_t>(i);
+            return true;
+        }
+        expected += std::string(i ? ", '" : "'") + choices[i] + "'";
+    }
+    logError(std::string(plugin) + ": field '" + name + "' = '" + value + "'; expected one of " + expected);
+    return false;
+}
+
+bool readIntInRange(char const* plugin, FieldSet const& f, char const* name, int32_t lo, int32_t hi, int32_t& out)
+{
+    out = f.getInt(name);
+    if (out >= lo && out <= hi)
+        return true;
+    bool const bounded = hi != std::numeric_limits<int32_t>::max();
+    logError(std::string(plugin) + ": field '" + name + "' = " + std::to_string(out) + "; expected int32 >= "
+        + std::to_string(lo) + (bounded ? " and <= " + std::to_string(hi) : ""));
+    return false;
+}
+
+bool readScale(char const* plugin, FieldSet const& f, char const* name, char const* zeroMeans, float& out)
+{
+    out = f.getFloat(name);
+    if (std::isfinite(out) && out >= 0.f)
+        return true;
+    logError(std::string(plugin) + ": field '" + name + "' = " + floatText(out)
+        + "; expected a finite float32 >= 0 (0 means " + zeroMeans + ")");
+    return false;
+}
+
+bool isIoType(nvinfer1::DataType t) noexcept
+{
+    return kernelDtype(t) >= 0;
+}
+
+int32_t kernelDtype(nvinfer1::DataType t) noexcept
+{
+    switch (t)
+    {
+    case nvinfer1::DataType::kFLOAT: return ATTNX_DTYPE_FLOAT32;
+    case nvinfer1::DataType::kHALF: return ATTNX_DTYPE_FLOAT16;
+    case nvinfer1::DataType::kBF16: return ATTNX_DTYPE_BFLOAT16;
+    default: return -1;
+    }
+}
+
+std::string dimsText(nvinfer1::Dims const& d)
+{
+    std::string s = "[";
+    for (int32_t i = 0; i < d.nbDims; ++i)
+        s += (i ? ", " : "") + std::to_string(d.d[i]);
+    return s + "]";
+}
+
+std::string inputsText(nvinfer1::Dims const* dims, char const* const* names, int32_t n)
+{
+    std::string s;
+    for (int32_t i = 0; i < n; ++i)
+        s += std::string(i ? ", " : "") + names[i] + " " + dimsText(dims[i]);
+    return s;
+}
+
+std::string floatText(float x)
+{
+    char buf[32];
+    std::snprintf(buf, sizeof(buf), "%.9g", static_cast<double>(x));
+    return buf;
+}
+
+bool qkvOfRank4(char const* plugin, nvinfer1::DimsExprs const* inputs)
+{
+    for (int32_t i = 0; i < 3; ++i)
+    {
+        if (inputs[i].nbDims != 4)
+        {
+            logError(std::string(plugin) + ": input " + std::to_string(i) + " has rank "
+                + std::to_string(inputs[i].nbDims) + "; q, k and v must be [B, H, N, D]-shaped (rank 4)");
+            return false;
+        }
+    }
+    return true;
+}
+
+bool qkvOfRank4(char const* plugin, nvinfer1::Dims const* dims)
+{
+    if (dims[0].nbDims == 4 && dims[1].nbDims == 4 && dims[2].nbDims == 4)
+        return true;
+    char const* const names[] = {"q", "k", "v"};
+    logError(std::string(plugin) + ": " + inputsText(dims, names, 3) + "; expected rank 4 each");
+    return false;
+}
+
+bool causalLengthsAgree(char const* plugin, int32_t causal, nvinfer1::Dims const& q, nvinfer1::Dims const& k)
+{
+    if (!causal || !differ(q.d[2], k.d[2]))
+        return true;
+    logError(std::string(plugin) + ": causal with N = " + std::to_string(q.d[2]) + " queries and M = "
+        + std::to_string(k.d[2]) + " keys; causal requires M = N");
+    return false;
+}
+
+bool headDimsWithin(
+    char const* plugin, char const* qDimName, nvinfer1::Dims const& q, nvinfer1::Dims const& v, int64_t maxDim)
+{
+    if ((!known(q.d[3]) || q.d[3] <= maxDim) && (!known(v.d[3]) || v.d[3] <= maxDim))
+        return true;
+    logError(std::string(plugin) + ": head dims " + qDimName + " = " + std::to_string(q.d[3]) + ", E = "
+        + std::to_string(v.d[3]) + "; this plugin supports up to " + std::to_string(maxDim));
+    return false;
+}
+
+void attentionOutputShape(nvinfer1::DimsExprs& y, nvinfer1::DimsExprs const& q, nvinfer1::DimsExprs const& v)
+{
+    y.nbDims = 4;
+    y.d[0] = q.d[0];
+    y.d[1] = q.d[1];
+    y.d[2] = q.d[2];
+    y.d[3] = v.d[3];
 }
 
 } // namespace attnx

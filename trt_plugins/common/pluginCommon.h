@@ -1,5 +1,6 @@
 // Helpers shared by the attnx plugins: logging through TensorRT's logger (with the last error kept
-// for host-side checks), typed plugin fields (parse, check, serialise) and CUDA error text.
+// for host-side checks), typed plugin fields (parse, range-check, serialise), and the dtype, shape
+// and text helpers every plugin's checks use.
 #pragma once
 
 #include "NvInferRuntime.h"
@@ -73,5 +74,53 @@ private:
     std::vector<nvinfer1::PluginField> mPluginFields;
     nvinfer1::PluginFieldCollection mCollection{};
 };
+
+// Field readers: each sets `out` from the field and returns true, or logs "<plugin>: field '<name>' =
+// <value>; expected ..." and returns false.
+
+// int32 0 or 1.
+bool readFlag(char const* plugin, FieldSet const& f, char const* name, int32_t& out);
+// A string among `choices`; `out` is its index (the attnx_* enums list the spec's values in its order).
+bool readChoice(
+    char const* plugin, FieldSet const& f, char const* name, std::vector<char const*> const& choices, int32_t& out);
+// int32 >= lo, and <= hi unless hi is INT32_MAX.
+bool readIntInRange(char const* plugin, FieldSet const& f, char const* name, int32_t lo, int32_t hi, int32_t& out);
+// float32, finite and >= 0, where 0 means `zeroMeans` (a default the kernel derives from the shapes).
+bool readScale(char const* plugin, FieldSet const& f, char const* name, char const* zeroMeans, float& out);
+
+// float32, float16 or bfloat16: the I/O types every attnx kernel takes.
+bool isIoType(nvinfer1::DataType t) noexcept;
+// The attnx_dtype of an I/O type; -1 for any other (the entry points refuse it).
+int32_t kernelDtype(nvinfer1::DataType t) noexcept;
+
+// "[2, 4, 128, 64]"
+std::string dimsText(nvinfer1::Dims const& d);
+// "q [2, 4, 128, 64], k [...], ..." for the first n inputs.
+std::string inputsText(nvinfer1::Dims const* dims, char const* const* names, int32_t n);
+// %g rather than std::to_string's %f, which prints 1e-9 as 0.000000
+std::string floatText(float x);
+
+// -1 marks a dynamic size during the build; only known sizes are checked there.
+inline bool known(int64_t size)
+{
+    return size >= 0;
+}
+inline bool differ(int64_t a, int64_t b)
+{
+    return known(a) && known(b) && a != b;
+}
+
+// Shape checks shared by the attention plugins; each logs what it found and returns false.
+// q, k, v (inputs 0, 1, 2) of rank 4: at build time (getOutputShapes), and at configure or run time.
+bool qkvOfRank4(char const* plugin, nvinfer1::DimsExprs const* inputs);
+bool qkvOfRank4(char const* plugin, nvinfer1::Dims const* dims);
+// Under causal, as many keys (k.d[2]) as queries (q.d[2]).
+bool causalLengthsAgree(char const* plugin, int32_t causal, nvinfer1::Dims const& q, nvinfer1::Dims const& k);
+// The head dims q.d[3] (named qDimName) and v.d[3] (E) within maxDim.
+bool headDimsWithin(char const* plugin, char const* qDimName, nvinfer1::Dims const& q, nvinfer1::Dims const& v,
+    int64_t maxDim);
+
+// y [B, H, N, E] from q [B, H, N, D] and v [B, H, M, E].
+void attentionOutputShape(nvinfer1::DimsExprs& y, nvinfer1::DimsExprs const& q, nvinfer1::DimsExprs const& v);
 
 } // namespace attnx

@@ -4,7 +4,11 @@
 // fields and round-trip fields through createPlugin/getFieldsToSerialize.
 #include "NvInferRuntime.h"
 #include "linearAttentionPlugin.h"
+#include "mixedChunkAttentionPlugin.h"
+#include "performerFeaturesPlugin.h"
 #include "pluginCommon.h"
+#include "reluSquaredAttentionPlugin.h"
+#include "sparseAttentionPlugin.h"
 
 #include <cerrno>
 #include <cstdio>
@@ -24,7 +28,12 @@ namespace
 IPluginCreatorV3One* const* creatorArray(int32_t& n)
 {
     static attnx::LinearAttentionPluginCreator linearAttention;
-    static IPluginCreatorV3One* const creators[] = {&linearAttention};
+    static attnx::ReluSquaredAttentionPluginCreator reluSquaredAttention;
+    static attnx::MixedChunkAttentionPluginCreator mixedChunkAttention;
+    static attnx::PerformerFeaturesPluginCreator performerFeatures;
+    static attnx::SparseAttentionPluginCreator sparseAttention;
+    static IPluginCreatorV3One* const creators[] = {&linearAttention, &reluSquaredAttention, &mixedChunkAttention,
+        &performerFeatures, &sparseAttention};
     n = static_cast<int32_t>(sizeof(creators) / sizeof(creators[0]));
     return creators;
 }

@@ -1,0 +1,623 @@
+#!/usr/bin/env python
+"""The kernels rung (DESIGN.md): every CUDA kernel's C entry point against its float64 reference.
+
+On a CUDA machine (PyTorch with CUDA; TensorRT not needed) this builds libattnx_plugins.so for
+the device's architecture (or loads --lib), calls each kernel's `attnx_<op>_forward` through
+ctypes on torch CUDA tensors over many random shapes (lengths 1, 37, 300, 1024 and random ones
+that are multiples of no chunk or window), dtypes float32/float16/bfloat16 and head dims up to
+256, and compares with the op's float64 reference (attnx/ops/*.py). An element fails when
+|kernel - reference| > atol·rms(reference) + rtol·|reference|, with (atol, rtol) the dtype's
+entry of attnx/check/tolerances.py: rms scaling makes atol mean the same for unnormalised ops,
+whose outputs grow with the length.
+
+Then it times each kernel at B=8, H=16, D=64, N = 1k…16k in float16 beside PyTorch eager (the
+chunked and windowed forms in attnx/ops/torch_ops.py) and torch SDPA (for the relu²-shaped ops,
+and with the pattern's boolean mask for SparseAttention), with the memory-bandwidth floor for
+LinearAttention (bytes of q, k, v, y over the measured device-to-device copy bandwidth). It prints a table, writes JSON, and exits 1 if any check fails or a kernel's entry
+point is missing from the library, 3 when there is no CUDA device (the rung did not run), 0 otherwise.
+
+    python tools/gpu_check.py [--lib PATH] [--json gpu-check.json] [--cases 12] [--no-bench]
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import dataclasses
+import datetime
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+EXIT_FAILED, EXIT_NO_DEVICE = 1, 3
+DTYPES = ("fp32", "fp16", "bf16")
+LENGTHS = (1, 37, 300, 1024)
+BENCH = {"B": 8, "H": 16, "D": 64, "N": (1024, 2048, 4096, 8192, 16384)}
+c_i64, c_i32, c_f32, c_vp = ctypes.c_int64, ctypes.c_int32, ctypes.c_float, ctypes.c_void_p
+
+
+@dataclasses.dataclass
+class Kernel:
+    """One op's entry point: how to draw a case, call the kernel, and time it beside torch."""
+
+    op: str
+    symbol: str
+    argtypes: list
+    draw: Callable[..., dict]          # (rng, dtype, torch) -> case: {"shape", "attrs", "inputs" (on device)}
+    call: Callable[..., tuple]         # (lib, case, dtype, torch) -> outputs (torch tensors)
+    bench: Callable[..., dict] | None  # (lib, n, torch, timer) -> {name: ms}
+    refusals: Callable[..., list] | None = None  # (lib, torch) -> [{"refusal", "status", "passed"}]
+
+
+def _torch():
+    import torch
+
+    return torch
+
+
+def _dt(torch, dtype: str):
+    return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[dtype]
+
+
+def _code(dtype: str) -> int:
+    return DTYPES.index(dtype)  # attnx_dtype: FLOAT32 = 0, FLOAT16 = 1, BFLOAT16 = 2
+
+
+def _ptr(t) -> int | None:
+    return None if t is None else t.data_ptr()
+
+
+def _stream(torch) -> int:
+    return torch.cuda.current_stream().cuda_stream
+
+
+def _length(rng) -> int:
+    return int(rng.choice(LENGTHS + (int(rng.integers(2, 700)),)))
+
+
+def _head_dim(rng) -> int:
+    return int(rng.choice((1, 16, 32, 64, 100, 128, 256)))
+
+
+def _randn(torch, shape, dtype, positive=False):
+    x = torch.randn(*shape, device="cuda", dtype=torch.float32)
+    return (x.abs() + 0.05 if positive else x).to(_dt(torch, dtype))
+
+
+def _check_status(lib, op: str, status: int, case: dict) -> None:
+    if status != 0:
+        lib.attnx_status_string.restype = ctypes.c_char_p
+        text = lib.attnx_status_string(status).decode()
+        raise RuntimeError(f"{op}: entry point returned {status} ({text}) for {case['shape']} {case['attrs']}")
+
+
+def _ok(lib, op: str, result: tuple) -> tuple:
+    """A timed call's outputs, after checking its status (a timing of a refused call means nothing)."""
+    _check_status(lib, op, result[0], {"shape": "the benchmark shape", "attrs": ""})
+    return result[1]
+
+
+# ---------------------------------------------------------------- LinearAttention
+
+def _la_draw(rng, dtype, torch):
+    from attnx.ops.linear_attention import SPEC
+
+    causal = bool(rng.integers(2))
+    fm = str(rng.choice(("elu", "relu", "identity")))
+    normalize = bool(rng.integers(2))
+    B, H, D, E = int(rng.integers(1, 4)), int(rng.integers(1, 5)), _head_dim(rng), _head_dim(rng)
+    N = _length(rng)
+    M = N if causal else _length(rng)
+    state = bool(rng.integers(2))
+    state_out = bool(rng.integers(2))  # without state outputs the non-causal form uses the workspace
+    # identity features with a normaliser need positive features (as Performer's are)
+    positive = fm == "identity" and normalize
+    scale = D ** -0.5
+    q = (_randn(torch, (B, H, N, D), dtype, positive).float() * scale).to(_dt(torch, dtype))
+    k = (_randn(torch, (B, H, M, D), dtype, positive).float() * scale).to(_dt(torch, dtype))
+    v = _randn(torch, (B, H, M, E), dtype)
+    s0 = torch.randn(B, H, D, E, device="cuda") if state else None
+    z0 = (torch.rand(B, H, D, device="cuda") + 0.5) * M if state else None
+    attrs = SPEC.resolve({"causal": causal, "feature_map": fm, "normalize": normalize,
+                          "chunk_size": int(rng.choice((1, 16, 64, 100)))})
+    return {"shape": {"B": B, "H": H, "N": N, "M": M, "D": D, "E": E, "state": state, "state_out": state_out},
+            "attrs": attrs, "inputs": [q, k, v, s0, z0]}
+
+
+def _la_forward(lib, q, k, v, s0, z0, attrs, dtype, torch, state_out=True):
+    B, H, N, D = q.shape
+    M, E = k.shape[2], v.shape[3]
+    y = torch.empty(B, H, N, E, device="cuda", dtype=q.dtype)
+    s_out = torch.empty(B, H, D, E, device="cuda") if state_out else None
+    z_out = torch.empty(B, H, D, device="cuda") if state_out else None
+    ws_bytes = lib.attnx_linear_attention_workspace_size(B, H, N, D, E, int(attrs["causal"]))
+    ws = torch.empty(max(ws_bytes, 1), dtype=torch.uint8, device="cuda")
+    fm = ("elu", "relu", "identity").index(attrs["feature_map"])
+    status = lib.attnx_linear_attention_forward(
+        q.data_ptr(), k.data_ptr(), v.data_ptr(), _ptr(s0), _ptr(z0), y.data_ptr(), _ptr(s_out),
+        _ptr(z_out), ws.data_ptr(), B, H, N, M, D, E, int(attrs["causal"]), fm, int(attrs["normalize"]),
+        attrs["eps"], attrs["chunk_size"], _code(dtype), _stream(torch))
+    return status, (y, s_out, z_out) if state_out else (y,)
+
+
+def _la_call(lib, case, dtype, torch):
+    q, k, v, s0, z0 = case["inputs"]
+    status, out = _la_forward(lib, q, k, v, s0, z0, case["attrs"], dtype, torch, case["shape"]["state_out"])
+    _check_status(lib, "LinearAttention", status, case)
+    return out
+
+
+def _la_refusals(lib, torch) -> list[dict]:
+    """Calls the entry point must refuse with a status (and not launch): D above 256, causal with M != N."""
+    from attnx.ops.linear_attention import SPEC
+
+    out = []
+    for what, (n, m, d), causal, want in (("D = 257", (4, 4, 257), False, 2), ("causal, M != N", (4, 5, 8), True, 1)):
+        q = torch.zeros(1, 1, n, d, device="cuda")
+        k = torch.zeros(1, 1, m, d, device="cuda")
+        v = torch.zeros(1, 1, m, 8, device="cuda")
+        status, _ = _la_forward(lib, q, k, v, None, None, SPEC.resolve({"causal": causal}), "fp32", torch)
+        out.append({"op": "LinearAttention", "refusal": what, "status": status, "passed": status == want})
+    return out
+
+
+def _la_bench(lib, n, torch, timer):
+    from attnx.ops.linear_attention import SPEC
+    from attnx.ops.torch_ops import chunk_linear_attn
+
+    B, H, D = BENCH["B"], BENCH["H"], BENCH["D"]
+    q, k, v = (torch.randn(B, H, n, D, device="cuda", dtype=torch.float16) * D ** -0.5 for _ in range(3))
+    out = {}
+    for causal in (True, False):
+        attrs = SPEC.resolve({"causal": causal})
+        tag = "causal" if causal else "full"
+        out[f"kernel {tag}"] = timer(
+            lambda: _ok(lib, "LinearAttention", _la_forward(lib, q, k, v, None, None, attrs, "fp16", torch)))
+        out[f"eager chunked {tag}" if causal else f"eager {tag}"] = timer(
+            lambda: chunk_linear_attn(q, k, v, **attrs))
+    out["floor"] = 4 * B * H * n * D * 2 / _copy_bandwidth(torch) * 1e3
+    return out
+
+
+# ---------------------------------------------------------------- ReluSquaredAttention
+
+def _rs_draw(rng, dtype, torch):
+    from attnx.ops.relu_squared_attention import SPEC
+
+    causal = bool(rng.integers(2))
+    B, H, D, E = int(rng.integers(1, 4)), int(rng.integers(1, 5)), _head_dim(rng), _head_dim(rng)
+    N = _length(rng)
+    M = N if causal else _length(rng)
+    attrs = SPEC.resolve({"causal": causal, "scale": float(rng.choice((0.0, 0.3))),
+                          "norm": str(rng.choice(("n", "visible", "fixed", "none"))),
+                          "fixed_length": int(rng.choice((1, 128, 512))),
+                          "norm_placement": str(rng.choice(("outside", "inside")))})
+    return {"shape": {"B": B, "H": H, "N": N, "M": M, "D": D, "E": E}, "attrs": attrs,
+            "inputs": [_randn(torch, (B, H, N, D), dtype), _randn(torch, (B, H, M, D), dtype),
+                       _randn(torch, (B, H, M, E), dtype)]}
+
+
+def _rs_forward(lib, q, k, v, attrs, dtype, torch):
+    B, H, N, D = q.shape
+    M, E = k.shape[2], v.shape[3]
+    y = torch.empty(B, H, N, E, device="cuda", dtype=q.dtype)
+    norm = ("n", "visible", "fixed", "none").index(attrs["norm"])
+    placement = ("outside", "inside").index(attrs["norm_placement"])
+    status = lib.attnx_relu_squared_attention_forward(
+        q.data_ptr(), k.data_ptr(), v.data_ptr(), y.data_ptr(), B, H, N, M, D, E, int(attrs["causal"]),
+        attrs["scale"], norm, attrs["fixed_length"], placement, _code(dtype), _stream(torch))
+    return status, (y,)
+
+
+def _rs_call(lib, case, dtype, torch):
+    status, out = _rs_forward(lib, *case["inputs"], case["attrs"], dtype, torch)
+    _check_status(lib, "ReluSquaredAttention", status, case)
+    return out
+
+
+def _rs_bench(lib, n, torch, timer):
+    from attnx.ops.relu_squared_attention import SPEC
+
+    B, H, D = BENCH["B"], BENCH["H"], BENCH["D"]
+    q, k, v = (torch.randn(B, H, n, D, device="cuda", dtype=torch.float16) for _ in range(3))
+    out = {}
+    for causal in (True, False):
+        tag = "causal" if causal else "full"
+        attrs = SPEC.resolve({"causal": causal})
+        out[f"kernel {tag}"] = timer(lambda: _ok(lib, "ReluSquaredAttention", _rs_forward(lib, q, k, v, attrs, "fp16", torch)))
+        out[f"sdpa {tag}"] = timer(lambda: torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=causal))
+    return out
+
+
+# ---------------------------------------------------------------- MixedChunkAttention
+
+def _mc_draw(rng, dtype, torch):
+    from attnx.ops.mixed_chunk_attention import SPEC
+
+    causal = bool(rng.integers(2))
+    B, H, S, E = int(rng.integers(1, 4)), int(rng.integers(1, 5)), _head_dim(rng), _head_dim(rng)
+    N = _length(rng)
+    attrs = SPEC.resolve({"causal": causal, "chunk_size": int(rng.choice((1, 7, 64, 128, 256, 1000))),
+                          "quad_scale": float(rng.choice((0.0, 0.05))), "lin_scale": float(rng.choice((0.0, 0.01)))})
+    shape = (B, H, N, S)
+    return {"shape": {"B": B, "H": H, "N": N, "S": S, "E": E}, "attrs": attrs,
+            "inputs": [_randn(torch, shape, dtype) for _ in range(4)] + [_randn(torch, (B, H, N, E), dtype)]}
+
+
+def _mc_forward(lib, qq, qk, lq, lk, v, attrs, dtype, torch):
+    B, H, N, S = qq.shape
+    E = v.shape[3]
+    y = torch.empty(B, H, N, E, device="cuda", dtype=qq.dtype)
+    ws_bytes = lib.attnx_mixed_chunk_attention_workspace_size(B, H, N, S, E, int(attrs["causal"]))
+    ws = torch.empty(max(ws_bytes, 1), dtype=torch.uint8, device="cuda")
+    status = lib.attnx_mixed_chunk_attention_forward(
+        qq.data_ptr(), qk.data_ptr(), lq.data_ptr(), lk.data_ptr(), v.data_ptr(), y.data_ptr(), ws.data_ptr(),
+        B, H, N, S, E, int(attrs["causal"]), attrs["chunk_size"], attrs["quad_scale"], attrs["lin_scale"],
+        _code(dtype), _stream(torch))
+    return status, (y,)
+
+
+def _mc_call(lib, case, dtype, torch):
+    status, out = _mc_forward(lib, *case["inputs"], case["attrs"], dtype, torch)
+    _check_status(lib, "MixedChunkAttention", status, case)
+    return out
+
+
+def _mc_bench(lib, n, torch, timer):
+    from attnx.ops.mixed_chunk_attention import SPEC
+    from attnx.ops.torch_ops import chunk_mixed_attn
+
+    B, H, D = BENCH["B"], BENCH["H"], BENCH["D"]
+    xs = [torch.randn(B, H, n, D, device="cuda", dtype=torch.float16) for _ in range(5)]
+    out = {}
+    for causal in (True, False):
+        tag = "causal" if causal else "full"
+        attrs = SPEC.resolve({"causal": causal})
+        out[f"kernel {tag}"] = timer(lambda: _ok(lib, "MixedChunkAttention", _mc_forward(lib, *xs, attrs, "fp16", torch)))
+        out[f"eager chunked {tag}"] = timer(lambda: chunk_mixed_attn(*xs, **attrs))
+    return out
+
+
+# ---------------------------------------------------------------- PerformerFeatures
+
+def _pf_draw(rng, dtype, torch):
+    from attnx.ops.performer_features import KINDS, SPEC
+
+    B, H, D = int(rng.integers(1, 4)), int(rng.integers(1, 5)), _head_dim(rng)
+    N, M = _length(rng), int(rng.choice((1, 16, 37, 64, 256, 300)))
+    # x' = x·D^(-1/4) at half scale keeps W x' − ‖x'‖²/2 small enough that key_fixed's exp fits float16
+    x = (torch.randn(B, H, N, D, device="cuda") * 0.5).to(_dt(torch, dtype))
+    w = _randn(torch, (M, D), dtype)
+    attrs = SPEC.resolve({"kind": str(rng.choice(KINDS)), "eps": float(rng.choice((0.0, 1e-4, 1e-2))),
+                          "offset": float(rng.choice((0.0, 2.0)))})
+    return {"shape": {"B": B, "H": H, "N": N, "D": D, "M": M}, "attrs": attrs, "inputs": [x, w]}
+
+
+def _pf_forward(lib, x, w, attrs, dtype, torch, workspace=True):
+    from attnx.ops.performer_features import KINDS
+
+    B, H, N, D = x.shape
+    M = w.shape[0]
+    kind = KINDS.index(attrs["kind"])
+    features = torch.empty(B, H, N, M, device="cuda", dtype=x.dtype)
+    ws_bytes = lib.attnx_performer_features_workspace_size(B, H, N, kind)
+    ws = torch.empty(max(ws_bytes, 1), dtype=torch.uint8, device="cuda") if workspace else None
+    status = lib.attnx_performer_features_forward(
+        x.data_ptr(), w.data_ptr(), features.data_ptr(), _ptr(ws), B, H, N, D, M, kind, attrs["eps"],
+        attrs["offset"], _code(dtype), _stream(torch))
+    return status, (features,)
+
+
+def _pf_call(lib, case, dtype, torch):
+    status, out = _pf_forward(lib, *case["inputs"], case["attrs"], dtype, torch)
+    _check_status(lib, "PerformerFeatures", status, case)
+    return out
+
+
+def _pf_refusals(lib, torch) -> list[dict]:
+    """Calls the entry point must refuse with a status (and not launch): D above 256, kind key without workspace."""
+    from attnx.ops.performer_features import SPEC
+
+    out = []
+    for what, d, kind, workspace, want in (("D = 257", 257, "query", True, 2),
+                                           ("kind key, null workspace", 8, "key", False, 6)):
+        x = torch.zeros(1, 1, 4, d, device="cuda")
+        w = torch.zeros(16, d, device="cuda")
+        status, _ = _pf_forward(lib, x, w, SPEC.resolve({"kind": kind}), "fp32", torch, workspace)
+        out.append({"op": "PerformerFeatures", "refusal": what, "status": status, "passed": status == want})
+    return out
+
+
+def _pf_bench(lib, n, torch, timer):
+    from attnx.ops.performer_features import SPEC
+    from attnx.ops.torch_ops import favor_features
+
+    B, H, D = BENCH["B"], BENCH["H"], BENCH["D"]
+    x = torch.randn(B, H, n, D, device="cuda", dtype=torch.float16) * 0.5
+    w = torch.randn(4 * D, D, device="cuda", dtype=torch.float16)  # M = 4·D features
+    out = {}
+    for kind in ("query", "key"):
+        attrs = SPEC.resolve({"kind": kind})
+        out[f"kernel {kind}"] = timer(
+            lambda: _ok(lib, "PerformerFeatures", _pf_forward(lib, x, w, attrs, "fp16", torch)))
+        out[f"eager {kind}"] = timer(lambda: favor_features(x, w, **attrs))
+    return out
+
+
+# ---------------------------------------------------------------- SparseAttention
+
+def _sa_draw(rng, dtype, torch):
+    from attnx.ops.sparse_attention import PATTERNS, SPEC
+
+    B, H, D, E = int(rng.integers(1, 4)), int(rng.integers(1, 5)), _head_dim(rng), _head_dim(rng)
+    N = _length(rng)
+    attrs = SPEC.resolve({"pattern": str(rng.choice(PATTERNS)), "window": int(rng.choice((1, 3, 16, 37))),
+                          "dilation": int(rng.choice((1, 2, 3))), "stride": int(rng.choice((1, 5, 16, 100))),
+                          "block": int(rng.choice((1, 7, 64, 100))), "causal": bool(rng.integers(2)),
+                          "scale": float(rng.choice((0.0, 0.3)))})
+    return {"shape": {"B": B, "H": H, "N": N, "D": D, "E": E}, "attrs": attrs,
+            "inputs": [_randn(torch, (B, H, N, D), dtype), _randn(torch, (B, H, N, D), dtype),
+                       _randn(torch, (B, H, N, E), dtype)]}
+
+
+def _sa_forward(lib, q, k, v, attrs, dtype, torch):
+    from attnx.ops.sparse_attention import PATTERNS
+
+    B, H, N, D = q.shape
+    E = v.shape[3]
+    y = torch.empty(B, H, N, E, device="cuda", dtype=q.dtype)
+    status = lib.attnx_sparse_attention_forward(
+        q.data_ptr(), k.data_ptr(), v.data_ptr(), y.data_ptr(), B, H, N, D, E, PATTERNS.index(attrs["pattern"]),
+        attrs["window"], attrs["dilation"], attrs["stride"], attrs["block"], int(attrs["causal"]), attrs["scale"],
+        _code(dtype), _stream(torch))
+    return status, (y,)
+
+
+def _sa_call(lib, case, dtype, torch):
+    status, out = _sa_forward(lib, *case["inputs"], case["attrs"], dtype, torch)
+    _check_status(lib, "SparseAttention", status, case)
+    return out
+
+
+def _sa_refusals(lib, torch) -> list[dict]:
+    """Calls the entry point must refuse with a status (and not launch): D above 256, window 0, block 4097."""
+    from attnx.ops.sparse_attention import SPEC
+
+    out = []
+    defaults = SPEC.resolve({})
+    for what, d, bad, want in (("D = 257", 257, {}, 2), ("window = 0", 8, {"window": 0}, 4),
+                               ("block = 4097", 8, {"block": 4097}, 4)):
+        q = torch.zeros(1, 1, 4, d, device="cuda")
+        status, _ = _sa_forward(lib, q, q, q, {**defaults, **bad}, "fp32", torch)
+        out.append({"op": "SparseAttention", "refusal": what, "status": status, "passed": status == want})
+    return out
+
+
+def _sa_bench(lib, n, torch, timer):
+    from attnx.ops.sparse_attention import SPEC, allowed
+    from attnx.ops.torch_ops import window_sparse_attn
+
+    B, H, D = BENCH["B"], BENCH["H"], BENCH["D"]
+    q, k, v = (torch.randn(B, H, n, D, device="cuda", dtype=torch.float16) for _ in range(3))
+    pos = torch.arange(n, device="cuda")
+    out = {}
+    for pattern in ("local", "strided", "block"):
+        attrs = SPEC.resolve({"pattern": pattern})
+        out[f"kernel {pattern}"] = timer(
+            lambda: _ok(lib, "SparseAttention", _sa_forward(lib, q, k, v, attrs, "fp16", torch)))
+        out[f"eager {pattern}"] = timer(lambda: window_sparse_attn(q, k, v, **attrs))
+        mask = allowed(pos[:, None], pos[None, :], **{a: attrs[a] for a in attrs if a != "scale"})
+        out[f"sdpa mask {pattern}"] = timer(
+            lambda: torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask))
+        del mask
+    return out
+
+
+_SIZE_T = ctypes.c_size_t
+KERNELS = [
+    Kernel("LinearAttention", "attnx_linear_attention_forward",
+           [c_vp] * 9 + [c_i64] * 6 + [c_i32] * 3 + [c_f32] + [c_i32] * 2 + [c_vp], _la_draw, _la_call, _la_bench,
+           _la_refusals),
+    Kernel("ReluSquaredAttention", "attnx_relu_squared_attention_forward",
+           [c_vp] * 4 + [c_i64] * 6 + [c_i32, c_f32, c_i32, c_i32, c_i32, c_i32, c_vp], _rs_draw, _rs_call,
+           _rs_bench),
+    Kernel("MixedChunkAttention", "attnx_mixed_chunk_attention_forward",
+           [c_vp] * 7 + [c_i64] * 5 + [c_i32, c_i32, c_f32, c_f32, c_i32, c_vp], _mc_draw, _mc_call, _mc_bench),
+    Kernel("PerformerFeatures", "attnx_performer_features_forward",
+           [c_vp] * 4 + [c_i64] * 5 + [c_i32, c_f32, c_f32, c_i32, c_vp], _pf_draw, _pf_call, _pf_bench,
+           _pf_refusals),
+    Kernel("SparseAttention", "attnx_sparse_attention_forward",
+           [c_vp] * 4 + [c_i64] * 5 + [c_i32] * 6 + [c_f32, c_i32, c_vp], _sa_draw, _sa_call, _sa_bench,
+           _sa_refusals),
+]
+_EXTRA_SIGNATURES = {
+    "attnx_linear_attention_workspace_size": ([c_i64] * 5 + [c_i32], _SIZE_T),
+    "attnx_mixed_chunk_attention_workspace_size": ([c_i64] * 5 + [c_i32], _SIZE_T),
+    "attnx_performer_features_workspace_size": ([c_i64] * 3 + [c_i32], _SIZE_T),
+}
+
+
+# ---------------------------------------------------------------- checking and timing
+
+def _copy_bandwidth(torch, _cache={}) -> float:
+    """Bytes/s of a device-to-device copy (read + write), measured once: the achievable bandwidth."""
+    if "bw" not in _cache:
+        src = torch.empty(1 << 28, dtype=torch.uint8, device="cuda")
+        dst = torch.empty_like(src)
+        ms = _time(torch, lambda: dst.copy_(src), reps=20)
+        _cache["bw"] = 2 * src.numel() / (ms / 1e3)
+    return _cache["bw"]
+
+
+def _time(torch, fn, reps: int = 10) -> float:
+    """Median milliseconds of `fn` on the current stream, after a warm-up call."""
+    fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(reps):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end))
+    return sorted(times)[len(times) // 2]
+
+
+def _compare(out, ref, dtype: str) -> dict:
+    from attnx.check.tolerances import TOLERANCES
+
+    tol = TOLERANCES[dtype]
+    got = out.double().cpu()
+    ref = ref.double().cpu()
+    if got.shape != ref.shape:
+        return {"passed": False, "why": f"shape {list(got.shape)}, reference {list(ref.shape)}"}
+    diff = (got - ref).abs()
+    rms = float(ref.square().mean().sqrt()) if ref.numel() else 0.0
+    bound = tol.atol * max(rms, 1e-30) + tol.rtol * ref.abs()
+    finite = bool(got.isfinite().all())
+    return {"passed": finite and bool((diff <= bound).all()), "max_abs": float(diff.max()) if diff.numel() else 0.0,
+            "max_rel_to_rms": float(diff.max() / max(rms, 1e-30)) if diff.numel() else 0.0, "finite": finite}
+
+
+def check_kernel(lib, kernel: Kernel, cases: int, rng, torch) -> list[dict]:
+    from attnx.ops import REGISTRY
+
+    spec = REGISTRY[kernel.op]
+    results = []
+    for dtype in DTYPES:
+        for _ in range(cases):
+            case = kernel.draw(rng, dtype, torch)
+            entry = {"op": kernel.op, "dtype": dtype, "shape": case["shape"],
+                     "attrs": {k: v for k, v in case["attrs"].items()}}
+            try:
+                outs = kernel.call(lib, case, dtype, torch)
+                torch.cuda.synchronize()
+                refs = spec.reference(*[None if t is None else t.cpu() for t in case["inputs"]], **case["attrs"])
+                # states are float32 whatever the I/O dtype
+                checks = [_compare(o, r, dtype if i == 0 else "fp32") for i, (o, r) in enumerate(zip(outs, refs))]
+                entry["outputs"] = checks
+                entry["passed"] = all(c["passed"] for c in checks)
+            except Exception as exc:  # a failed launch or a status: the case fails, the run goes on
+                entry["passed"], entry["why"] = False, f"{type(exc).__name__}: {exc}"
+            results.append(entry)
+    return results
+
+
+def bench_kernel(lib, kernel: Kernel, torch) -> list[dict]:
+    rows = []
+    for n in BENCH["N"]:
+        def timer(fn):
+            try:
+                return _time(torch, fn, reps=5)
+            except torch.cuda.OutOfMemoryError:
+                torch.cuda.empty_cache()
+                return None
+        rows.append({"op": kernel.op, "N": n, "ms": kernel.bench(lib, n, torch, timer)})
+        torch.cuda.empty_cache()
+    return rows
+
+
+def _print_table(checks: dict, missing: list, benches: list) -> None:
+    print(f"{'op':<22} {'dtype':<5} {'cases':>5} {'failed':>6} {'worst err/rms':>14}")
+    for op, results in checks.items():
+        for dtype in DTYPES:
+            rs = [r for r in results if r["dtype"] == dtype]
+            worst = max((o.get("max_rel_to_rms", math.inf) for r in rs for o in r.get("outputs", [{}])), default=0.0)
+            print(f"{op:<22} {dtype:<5} {len(rs):>5} {sum(not r['passed'] for r in rs):>6} {worst:>14.2e}")
+    for op in missing:
+        print(f"{op:<22} MISSING: the library has no entry point for it")
+    if benches:
+        print(f"\ntimings, ms (float16, B={BENCH['B']}, H={BENCH['H']}, D={BENCH['D']}; '-' = out of memory)")
+        for row in benches:
+            parts = ", ".join(f"{k} {'-' if v is None else f'{v:.3f}'}" for k, v in row["ms"].items())
+            print(f"  {row['op']:<22} N={row['N']:<6} {parts}")
+
+
+def _write_json(path: str | None, report: dict) -> None:
+    if path:
+        Path(path).write_text(json.dumps(report, indent=2) + "\n")
+        print(f"report written to {path}", file=sys.stderr)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--lib", default=None, help="an already-built libattnx_plugins.so (default: build one)")
+    parser.add_argument("--out", default=str(REPO / "build" / "trt_plugins-gpu"), help="build folder")
+    parser.add_argument("--json", default="gpu-check.json", help="report file (default gpu-check.json)")
+    parser.add_argument("--cases", type=int, default=12, help="random cases per kernel and dtype (default 12)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-bench", action="store_true", help="check only; no timings")
+    args = parser.parse_args(argv)
+    report: dict[str, Any] = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                              "ran": False}
+    torch = _torch()
+    if not torch.cuda.is_available():
+        why = (f"no CUDA device: torch {torch.__version__} (CUDA {torch.version.cuda or 'none'}) sees no GPU; "
+               "the kernels rung did not run")
+        print(f"gpu_check: {why}", file=sys.stderr)
+        report["why"] = why
+        _write_json(args.json, report)
+        return EXIT_NO_DEVICE
+
+    import numpy as np
+
+    from attnx.plugins.build import build_library
+
+    props = torch.cuda.get_device_properties(0)
+    arch = f"{props.major}{props.minor}"
+    report.update(ran=True, device=props.name, arch=f"sm_{arch}", torch=torch.__version__)
+    if args.lib:
+        lib_path = Path(args.lib)
+    else:
+        lib_path = build_library([arch], out_dir=args.out, log=lambda m: print(m, file=sys.stderr))
+    lib = ctypes.CDLL(str(lib_path))
+    report["library"] = str(lib_path)
+    for name, (argtypes, restype) in _EXTRA_SIGNATURES.items():
+        if hasattr(lib, name):
+            getattr(lib, name).argtypes, getattr(lib, name).restype = argtypes, restype
+
+    from attnx.ops import REGISTRY
+
+    wired = {k.op for k in KERNELS}
+    missing = [op for op in REGISTRY if REGISTRY[op].plugin is not None and op not in wired]
+    missing += [k.op for k in KERNELS if not hasattr(lib, k.symbol)]
+    rng = np.random.default_rng(args.seed)
+    torch.manual_seed(args.seed)
+    checks, benches, refusals = {}, [], []
+    for kernel in KERNELS:
+        if kernel.op in missing:
+            continue
+        fn = getattr(lib, kernel.symbol)
+        fn.argtypes, fn.restype = kernel.argtypes, ctypes.c_int
+        start = time.perf_counter()
+        checks[kernel.op] = check_kernel(lib, kernel, args.cases, rng, torch)
+        if kernel.refusals is not None:
+            refusals += kernel.refusals(lib, torch)
+        print(f"{kernel.op}: {len(checks[kernel.op])} cases in {time.perf_counter() - start:.1f} s", file=sys.stderr)
+        if not args.no_bench and kernel.bench is not None:
+            benches += bench_kernel(lib, kernel, torch)
+    failed = sum(not r["passed"] for rs in checks.values() for r in rs) + sum(not r["passed"] for r in refusals)
+    _print_table(checks, missing, benches)
+    for r in refusals:
+        print(f"{r['op']:<22} refuses {r['refusal']}: status {r['status']} {'✓' if r['passed'] else '✗'}")
+    report.update(passed=failed == 0 and not missing, missing=missing, checks=checks, refusals=refusals,
+                  timings=benches,
+                  copy_bandwidth_gbs=_copy_bandwidth(torch) / 1e9 if benches else None)
+    _write_json(args.json, report)
+    if missing:
+        print(f"gpu_check: FAILED: no entry point for {', '.join(missing)}", file=sys.stderr)
+    if failed:
+        print(f"gpu_check: FAILED: {failed} case(s) outside tolerance (see {args.json})", file=sys.stderr)
+    return EXIT_FAILED if failed or missing else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

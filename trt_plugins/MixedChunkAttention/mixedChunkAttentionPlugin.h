@@ -1,0 +1,47 @@
+// TensorRT IPluginV3 for attnx::MixedChunkAttention (attnx/ops/mixed_chunk_attention.py). Fields are
+// the spec's attributes as the ONNX parser passes them: causal int32, chunk_size int32, quad_scale
+// float32, lin_scale float32.
+#pragma once
+
+#include "pluginBase.h"
+
+namespace attnx
+{
+
+// The validated attribute values.
+struct MixedChunkAttentionParams
+{
+    int32_t causal{0};
+    int32_t chunkSize{256};
+    float quadScale{0.f}; // 0: 1/chunk_size
+    float linScale{0.f};  // 0: 1/N (causal: 1/chunk_size)
+};
+
+class MixedChunkAttentionPlugin final : public PluginBase<MixedChunkAttentionPlugin, MixedChunkAttentionParams>
+{
+public:
+    using PluginBase::PluginBase;
+
+    static constexpr char const* kName = "MixedChunkAttention";
+    static constexpr char const* kVersion = "1";
+    static constexpr char const* kIo = "5 inputs (quad_q, quad_k, lin_q, lin_k, v) and 1 output (y)";
+    static bool acceptsIo(int32_t nbInputs, int32_t nbOutputs) { return nbInputs == 5 && nbOutputs == 1; }
+    // The defaults, as the spec (attnx.ops.REGISTRY["MixedChunkAttention"].plugin_fields()) has them.
+    static FieldSet defaultFields();
+    static bool parse(FieldSet const& fields, MixedChunkAttentionParams& params);
+    bool checkShapes(nvinfer1::Dims const* dims, int32_t nbInputs) const noexcept;
+
+    int32_t getOutputShapes(nvinfer1::DimsExprs const* inputs, int32_t nbInputs, nvinfer1::DimsExprs const* shapeInputs,
+        int32_t nbShapeInputs, nvinfer1::DimsExprs* outputs, int32_t nbOutputs,
+        nvinfer1::IExprBuilder& exprBuilder) noexcept override;
+    int32_t getNbOutputs() const noexcept override { return 1; }
+    // the float32 linear part, and the state when not causal, sized for the profile's largest shapes
+    size_t getWorkspaceSize(nvinfer1::DynamicPluginTensorDesc const* inputs, int32_t nbInputs,
+        nvinfer1::DynamicPluginTensorDesc const* outputs, int32_t nbOutputs) const noexcept override;
+    int32_t enqueue(nvinfer1::PluginTensorDesc const* inputDesc, nvinfer1::PluginTensorDesc const* outputDesc,
+        void const* const* inputs, void* const* outputs, void* workspace, cudaStream_t stream) noexcept override;
+};
+
+using MixedChunkAttentionPluginCreator = PluginCreatorBase<MixedChunkAttentionPlugin>;
+
+} // namespace attnx

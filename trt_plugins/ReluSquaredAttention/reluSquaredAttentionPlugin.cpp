@@ -1,0 +1,74 @@
+#include "reluSquaredAttentionPlugin.h"
+
+#include "reluSquaredAttentionKernel.h"
+
+#include <limits>
+#include <string>
+
+using namespace nvinfer1;
+
+namespace attnx
+{
+namespace
+{
+// Input positions (spec order): q, k, v → y.
+constexpr int32_t kQ = 0;
+constexpr int32_t kK = 1;
+constexpr int32_t kV = 2;
+char const* const kInputNames[] = {"q", "k", "v"};
+} // namespace
+
+FieldSet ReluSquaredAttentionPlugin::defaultFields()
+{
+    // the spec's attributes in the spec's order, with its defaults (bool → int32 0/1)
+    return FieldSet({intField("causal", 0), floatField("scale", 0.f), charField("norm", "n"),
+        intField("fixed_length", 512), charField("norm_placement", "outside")});
+}
+
+bool ReluSquaredAttentionPlugin::parse(FieldSet const& f, ReluSquaredAttentionParams& p)
+{
+    return readFlag(kName, f, "causal", p.causal) && readScale(kName, f, "scale", "1/sqrt(D)", p.scale)
+        && readChoice(kName, f, "norm", {"n", "visible", "fixed", "none"}, p.norm)
+        && readIntInRange(kName, f, "fixed_length", 1, std::numeric_limits<int32_t>::max(), p.fixedLength)
+        && readChoice(kName, f, "norm_placement", {"outside", "inside"}, p.normPlacement);
+}
+
+int32_t ReluSquaredAttentionPlugin::getOutputShapes(DimsExprs const* inputs, int32_t nbInputs, DimsExprs const*,
+    int32_t, DimsExprs* outputs, int32_t nbOutputs, IExprBuilder&) noexcept
+{
+    return qkvOutputShape(inputs, nbInputs, outputs, nbOutputs);
+}
+
+bool ReluSquaredAttentionPlugin::checkShapes(Dims const* dims, int32_t) const noexcept
+{
+    Dims const& q = dims[kQ];
+    Dims const& k = dims[kK];
+    Dims const& v = dims[kV];
+    std::string const n = kName;
+    if (!qkvOfRank4(kName, dims))
+        return false;
+    if (differ(q.d[0], k.d[0]) || differ(k.d[0], v.d[0]) || differ(q.d[1], k.d[1]) || differ(k.d[1], v.d[1])
+        || differ(q.d[3], k.d[3]) || differ(k.d[2], v.d[2]))
+    {
+        logError(n + ": " + inputsText(dims, kInputNames, 3)
+            + "; expected q [B, H, N, D], k [B, H, M, D], v [B, H, M, E]");
+        return false;
+    }
+    return causalLengthsAgree(kName, mParams.causal, q, k)
+        && headDimsWithin(kName, "D", q, v, ATTNX_RELU_SQUARED_ATTENTION_MAX_HEAD_DIM);
+}
+
+int32_t ReluSquaredAttentionPlugin::enqueue(PluginTensorDesc const* inputDesc, PluginTensorDesc const*,
+    void const* const* inputs, void* const* outputs, void*, cudaStream_t stream) noexcept
+{
+    Dims const& q = inputDesc[kQ].dims;
+    Dims const& k = inputDesc[kK].dims;
+    Dims const& v = inputDesc[kV].dims;
+    // onShapeChange checked these shapes; the entry point checks them again and never launches on bad ones
+    int32_t const status = attnx_relu_squared_attention_forward(inputs[kQ], inputs[kK], inputs[kV], outputs[0],
+        q.d[0], q.d[1], q.d[2], k.d[2], q.d[3], v.d[3], mParams.causal, mParams.scale, mParams.norm,
+        mParams.fixedLength, mParams.normPlacement, kernelDtype(inputDesc[kQ].type), static_cast<void*>(stream));
+    return kernelResult(status, inputDesc, kInputNames, 3);
+}
+
+} // namespace attnx

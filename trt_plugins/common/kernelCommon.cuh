@@ -1,0 +1,33 @@
+// Device helpers the attnx kernels share: conversions between their I/O types (float32, float16,
+// bfloat16) and the float32 they accumulate in, and the register-tile update of a matrix product.
+// Included by the *Kernel.cu files only; free of TensorRT.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+namespace attnx
+{
+
+__device__ __forceinline__ float toFloat(float x) { return x; }
+__device__ __forceinline__ float toFloat(__half x) { return __half2float(x); }
+__device__ __forceinline__ float toFloat(__nv_bfloat16 x) { return __bfloat162float(x); }
+
+// round to nearest even, as the references' casts do
+template <typename T> __device__ __forceinline__ T fromFloat(float x);
+template <> __device__ __forceinline__ float fromFloat<float>(float x) { return x; }
+template <> __device__ __forceinline__ __half fromFloat<__half>(float x) { return __float2half_rn(x); }
+template <> __device__ __forceinline__ __nv_bfloat16 fromFloat<__nv_bfloat16>(float x) { return __float2bfloat16_rn(x); }
+
+// acc[i][j] += a[i]·b[j]: one step of a thread's R×C tile of a matrix product.
+template <int R, int C>
+__device__ __forceinline__ void addOuterProduct(float (&acc)[R][C], const float (&a)[R], const float (&b)[C])
+{
+#pragma unroll
+    for (int i = 0; i < R; ++i)
+#pragma unroll
+        for (int j = 0; j < C; ++j)
+            acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
+}
+
+} // namespace attnx
