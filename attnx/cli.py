@@ -1,4 +1,4 @@
-"""attnx command line: zoo | export | check | optimize | convert | generate | bench, and the steps not built yet."""
+"""attnx command line: zoo | export | check | optimize | convert | generate | bench | plugins | build."""
 
 from __future__ import annotations
 
@@ -8,11 +8,6 @@ import sys
 from pathlib import Path
 
 from attnx.errors import AttnxError
-
-NOT_BUILT = {
-    "build": "TensorRT engine building is not built yet: issue #4",
-    "plugins": "the TensorRT plugin library is not built yet: issue #4",
-}
 
 
 def _cmd_zoo(args) -> int:
@@ -64,11 +59,15 @@ def _model_of(onnx_path: Path, model_ref: str | None):
 
 def _check(onnx_path: Path, loaded, args, progress) -> int:
     from attnx.check import check_parity
+    from attnx.plugins.engine import check_trt
 
     seq_lens = args.seq_len or [1, 37, 300]
+    backend = getattr(args, "backend", "ort")
+    extra = {"plugin_library": args.plugins} if backend == "trt" else {}
+    check = check_trt if backend == "trt" else check_parity
     with progress.step(f"check {onnx_path} against {loaded.name} in float64 at seq {', '.join(map(str, seq_lens))}"):
-        report = check_parity(onnx_path, loaded, seq_lens=seq_lens, batch=args.batch,
-                              seed=args.seed, progress=progress.note)
+        report = check(onnx_path, loaded, seq_lens=seq_lens, batch=args.batch,
+                       seed=args.seed, progress=progress.note, **extra)
     print(report.to_text())
     if args.json:
         report.write_json(args.json)
@@ -89,9 +88,9 @@ def _cmd_export(args) -> int:
 def _cmd_check(args) -> int:
     from attnx.progress import Progress
 
-    if args.backend != "ort":
-        raise AttnxError(f"backend {args.backend!r} is not available: {NOT_BUILT['build']}")
     if args.mode == "stream":
+        if args.backend != "ort":
+            raise AttnxError("check --mode stream runs in ONNX Runtime only; --backend trt checks a whole-model file")
         return _check_stream(args)
     if args.file is None:
         raise AttnxError("check needs an ONNX FILE (or --mode stream, which exports its own graphs)")
@@ -170,7 +169,15 @@ def _cmd_convert(args) -> int:
     from attnx.models import load_model
     from attnx.progress import Progress
 
-    progress = Progress(3)
+    from attnx.errors import BackendUnavailableError
+    from attnx.plugins.engine import require_tensorrt
+
+    try:
+        require_tensorrt()
+        no_trt = None
+    except BackendUnavailableError as exc:
+        no_trt = str(exc)
+    progress = Progress(3 if no_trt else 4)
     out_dir = Path(args.output)
     path, sep, factory = args.model.rpartition(":")
     name = f"{Path(path).stem}-{factory}" if sep and path.endswith(".py") else args.model  # file.py:fn → file-fn
@@ -180,14 +187,12 @@ def _cmd_convert(args) -> int:
     _export(loaded, onnx_path, args, progress)
     _optimize(onnx_path, optimized_path, progress)
     args.json = args.json or out_dir / f"{name}.parity.json"
-    return _check(optimized_path, loaded, args, progress)
-
-
-def _not_built(name: str):
-    def run(args) -> int:
-        raise AttnxError(f"attnx {name} is not available in this version: {NOT_BUILT[name]}")
-
-    return run
+    status = _check(optimized_path, loaded, args, progress)
+    if no_trt:  # the engine rung of the ladder: said, never skipped silently
+        progress.note(f"engine check not run: {no_trt}")
+        return status
+    args.backend, args.json = "trt", out_dir / f"{name}.trt-parity.json"
+    return max(status, _check(optimized_path, loaded, args, progress))
 
 
 def _add_export_options(p: argparse.ArgumentParser) -> None:
@@ -237,15 +242,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--new-tokens", type=int, default=8, help="decode steps after each prompt (stream; default 8)")
     _add_export_options(p)  # stream without FILE exports its graphs first
     p.add_argument("--backend", choices=["ort", "trt"], default="ort", help="runtime to check (default ort)")
+    p.add_argument("--plugins", metavar="LIB", default=None,
+                   help="plugin library for --backend trt (default: $ATTNX_PLUGIN_LIB, else the built one)")
     _add_check_options(p)
     p.set_defaults(run=_cmd_check)
 
-    p = sub.add_parser("convert", help="export, optimize, then check (the whole path for one model)")
+    p = sub.add_parser("convert", help="export, optimize, check in ONNX Runtime, then as a TensorRT engine where TensorRT is installed")
     p.add_argument("model", nargs="?", default="linear-tiny", help=model_help + " (default linear-tiny)")
     p.add_argument("-o", "--output", default="attnx-out", help="output folder (default attnx-out)")
     p.add_argument("--seq-len", type=int, action="append", help="a length to check; repeat (default 1, 37, 300)")
     _add_export_options(p)
     _add_check_options(p)
+    p.add_argument("--plugins", metavar="LIB", default=None,
+                   help="plugin library for the engine check (default: $ATTNX_PLUGIN_LIB, else the built one)")
     p.set_defaults(run=_cmd_convert, trace_len=32)
 
     p = sub.add_parser("generate", help="greedy decoding with the prefill and decode graphs in ONNX Runtime")
@@ -267,10 +276,10 @@ def build_parser() -> argparse.ArgumentParser:
     from attnx.bench import add_parser as add_bench_parser
 
     add_bench_parser(sub)
-    for name, why in NOT_BUILT.items():
-        p = sub.add_parser(name, help=f"not available yet ({why})", add_help=False)
-        p.add_argument("rest", nargs=argparse.REMAINDER)
-        p.set_defaults(run=_not_built(name))
+
+    from attnx.plugins.cli import add_parsers as add_plugin_parsers
+
+    add_plugin_parsers(sub)
     return parser
 
 
