@@ -501,3 +501,31 @@ def test_linear_attention_entry_point_refuses_bad_calls_on_the_host(plugin_lib):
              "non-causal, no state outputs, no workspace": (call(s_out=None, z_out=None), 6)}
     for what, (got, want) in cases.items():
         assert got == want, f"{what}: status {got} ({lib.attnx_status_string(got).decode()}), expected {want}"
+
+
+def test_relu_squared_entry_point_refuses_bad_calls_on_the_host(plugin_lib):
+    """The ReluSquaredAttention entry point refuses a bias that does not broadcast to [B, H, N, M], and its
+    other bad calls, before touching CUDA (no GPU here: a launch would return ATTNX_ERR_CUDA = 7 instead)."""
+    import ctypes
+
+    sys.path.insert(0, str(REPO / "tools"))
+    from gpu_check import KERNELS
+
+    lib = ctypes.CDLL(str(plugin_lib))
+    fn = lib.attnx_relu_squared_attention_forward
+    fn.argtypes = next(k.argtypes for k in KERNELS if k.op == "ReluSquaredAttention")
+    fn.restype = ctypes.c_int
+    lib.attnx_status_string.restype = ctypes.c_char_p
+    fake = 0x1000  # never dereferenced: every call below is refused first
+
+    def call(bias=None, bias_dims=(1, 1, 1, 1), N=4, M=4, D=8, causal=0, norm=0, dtype=0):
+        return fn(fake, fake, fake, bias, *bias_dims, fake, 2, 3, N, M, D, 8, causal, 0.0, norm, 512, 0, dtype, None)
+
+    cases = {"bias M axis 3 for M = 4": (call(fake, (1, 1, 4, 3)), 1),
+             "bias B axis 3 for B = 2": (call(fake, (3, 1, 4, 4)), 1),
+             "bias H axis 2 for H = 3": (call(fake, (2, 2, 1, 4)), 1),
+             "bias N axis 0": (call(fake, (1, 1, 0, 4)), 1),
+             "M != N with causal": (call(M=5, causal=1), 1), "D = 257": (call(D=257), 2),
+             "dtype 7": (call(dtype=7), 3), "norm 4": (call(norm=4), 4)}
+    for what, (got, want) in cases.items():
+        assert got == want, f"{what}: status {got} ({lib.attnx_status_string(got).decode()}), expected {want}"

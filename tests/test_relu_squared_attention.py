@@ -21,8 +21,10 @@ def ident(a):
     return "-".join(f"{k}={v}" for k, v in a.items())
 
 
-def row_loop(q, k, v, *, causal, scale, norm, fixed_length, norm_placement):
+def row_loop(q, k, v, bias=None, *, causal, scale, norm, fixed_length, norm_placement):
     """Row by row in float64, each row's length written out."""
+    if bias is not None:
+        bias = bias.double().expand(*q.shape[:3], k.shape[2])
     q, k, v = q.double(), k.double(), v.double()
     s = scale or q.shape[-1] ** -0.5
     y = torch.zeros(*q.shape[:3], v.shape[-1], dtype=torch.float64)
@@ -30,6 +32,8 @@ def row_loop(q, k, v, *, causal, scale, norm, fixed_length, norm_placement):
         keys = i + 1 if causal else k.shape[2]
         length = {"n": k.shape[2], "visible": keys, "fixed": fixed_length, "none": 1}[norm]
         scores = s * torch.einsum("bhd,bhmd->bhm", q[:, :, i], k[:, :, :keys])
+        if bias is not None:
+            scores = scores + bias[:, :, i, :keys]
         a = torch.relu(scores / length).square() if norm_placement == "inside" else torch.relu(scores).square() / length
         y[:, :, i] = torch.einsum("bhm,bhme->bhe", a, v[:, :, :keys])
     return y
@@ -58,6 +62,46 @@ def test_eager_path_and_onnx_body_match_the_reference(attrs, rng):
         torch.testing.assert_close(relu_squared_attn(q, k, v, **attrs).double(), ref, rtol=1e-4, atol=1e-4)
         (got,) = session.run(None, {"q": q.numpy(), "k": k.numpy(), "v": v.numpy()})
         np.testing.assert_allclose(got, ref.numpy(), rtol=1e-4, atol=1e-4)
+
+
+BIAS_SHAPES = [lambda n: (2, 3, n, n), lambda n: (1, 1, n, n), lambda n: (1, 3, 1, n), lambda n: (2, 1, n, 1)]
+
+
+@pytest.mark.parametrize("attrs", [COMBOS[0], COMBOS[3], COMBOS[-1]], ids=ident)
+def test_bias_reference_equals_row_loop(attrs, rng):
+    attrs = dict(attrs, scale=0.0, fixed_length=7)
+    for n in (1, 13):
+        q, k, v = qkv(rng, n)
+        for shape in BIAS_SHAPES:
+            bias = torch.randn(*shape(n), generator=rng)
+            torch.testing.assert_close(rs.reference(q, k, v, bias, **attrs)[0], row_loop(q, k, v, bias, **attrs),
+                                       rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("attrs", COMBOS, ids=ident)
+def test_bias_eager_path_and_onnx_body_match_the_reference(attrs, rng):
+    """The bias moves the result (it is added before the relu, so it changes which scores survive)."""
+    attrs = dict(attrs, scale=0.3, fixed_length=64)
+    session = one_node_session("ReluSquaredAttention", attrs, {"q": 4, "k": 4, "v": 4, "bias": 4})
+    for n, shape in zip((1, 37, 300, 37), BIAS_SHAPES):
+        q, k, v = qkv(rng, n)
+        bias = torch.randn(*shape(n), generator=rng)
+        ref = rs.reference(q, k, v, bias, **attrs)[0]
+        assert not torch.allclose(ref, rs.reference(q, k, v, **attrs)[0])
+        eager = torch.ops.attnx.relu_squared_attention(q, k, v, bias, **attrs)
+        torch.testing.assert_close(eager.double(), ref, rtol=1e-4, atol=1e-4)
+        (got,) = session.run(None, {"q": q.numpy(), "k": k.numpy(), "v": v.numpy(), "bias": bias.numpy()})
+        np.testing.assert_allclose(got, ref.numpy(), rtol=1e-4, atol=1e-4)
+
+
+def test_bad_bias_is_a_clear_error():
+    q = torch.zeros(2, 3, 4, 8)
+    with pytest.raises(InputError, match=r"bias must be rank 4 .* \[2, 3, 4, 4\], got shape \(2, 3, 4, 5\)"):
+        torch.ops.attnx.relu_squared_attention(q, q, q, torch.zeros(2, 3, 4, 5))
+    with pytest.raises(InputError, match=r"bias must be rank 4 .*got shape \(4, 4\)"):
+        torch.ops.attnx.relu_squared_attention(q, q, q, torch.zeros(4, 4))
+    with pytest.raises(InputError, match="bias must have q's dtype torch.float32, got torch.float64"):
+        torch.ops.attnx.relu_squared_attention(q, q, q, torch.zeros(1, 1, 4, 4, dtype=torch.float64))
 
 
 def test_default_scale_is_one_over_root_d(rng):

@@ -16,6 +16,7 @@ from torch.nn import functional as F
 from attnx.surgeon import optimize_model
 from test_surgeon_fuse import attrs_of, only_node
 from test_surgeon_models import assert_same_outputs, export
+from test_surgeon_relu_squared import RelPosBias
 
 G, S, E, DIM = 4, 8, 16, 16
 SHAPES, AXES = [(2, 16, DIM)], (1,)
@@ -70,10 +71,10 @@ class GroupedFLASH(torch.nn.Module):
     relu(sim) ** 2 with a triu masked_fill, causal lin_kv cumsum then F.pad(·, (0, 0, 0, 0, 1, -1)),
     non-causal lin_kv / n, each part folded back and cut to n before the sum."""
 
-    def __init__(self, causal=False):
+    def __init__(self, causal=False, rel_pos_bias=None):
         super().__init__()
         g = torch.Generator().manual_seed(1)
-        self.causal = causal
+        self.causal, self.rel_pos_bias = causal, rel_pos_bias
         self.to_hidden = torch.nn.Linear(DIM, 2 * E)
         self.to_qk = torch.nn.Linear(DIM, S)
         self.gamma = torch.nn.Parameter(torch.randn(4, S, generator=g) * 0.1 + 1)
@@ -89,6 +90,8 @@ class GroupedFLASH(torch.nn.Module):
         quad_q, quad_k, lin_q, lin_k, v = (F.pad(t, (0, 0, 0, padding), value=0.0).reshape(b, -1, g, t.shape[-1])
                                            for t in (quad_q, quad_k, lin_q, lin_k, v))
         sim = torch.einsum("... i d, ... j d -> ... i j", quad_q, quad_k) / g
+        if self.rel_pos_bias is not None:
+            sim = sim + self.rel_pos_bias(g)
         attn = F.relu(sim) ** 2
         if self.causal:
             attn = attn.masked_fill(torch.ones(g, g, dtype=torch.bool).triu(1), 0.0)
@@ -125,6 +128,17 @@ def test_flash_layer_becomes_one_mixed_chunk_attention_node(layer, causal, rng):
     # causal: / g is the spec's default; non-causal: / n, the unpadded length, folded into lin_k
     assert attrs["lin_scale"] == pytest.approx(0.0 if causal else 1.0)
     assert not [n for n in out.graph.node if n.domain == "attnx" and n.op_type != "MixedChunkAttention"]
+    assert_same_outputs(model, out, SHAPES, AXES, rng, lengths=LENGTHS)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_flash_with_a_relative_position_bias_keeps_it_in_the_chunks(causal, rng):
+    """MixedChunkAttention takes no bias: the in-chunk relu² with its [g, g] bias becomes a
+    ReluSquaredAttention with the bias, the across-chunk part stays standard ops, outputs unchanged."""
+    model, out, reports = optimize(GroupedFLASH(causal, rel_pos_bias=RelPosBias(reach=3)))
+    (detail,) = reports["fuse-mixed-chunk-attention"].details
+    assert not detail["rewritten"] and detail["why"].startswith("quad_without_bias"), detail
+    assert len(only_node(out, "attnx", "ReluSquaredAttention").input) == 4
     assert_same_outputs(model, out, SHAPES, AXES, rng, lengths=LENGTHS)
 
 

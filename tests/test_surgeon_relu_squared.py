@@ -2,13 +2,16 @@
 
 import math
 
+import numpy as np
 import onnx
+import onnx_graphsurgeon as gs
 import pytest
 import torch
 from torch.nn import functional as F
 
 from attnx.ops.relu_squared_attention import reference as relu2_reference
 from attnx.surgeon import optimize_model
+from attnx.surgeon.fuse_relu_squared_attention import _bias_problem
 from test_surgeon_fuse import attrs_of, only_node
 from test_surgeon_models import EXPORT_LEN, assert_same_outputs, export
 
@@ -30,11 +33,15 @@ class GAULayer(torch.nn.Module):
         self.beta = torch.nn.Parameter(torch.randn(2, s, generator=g) * 0.1)
         self.out = torch.nn.Linear(expansion, dim)
 
-    def forward(self, x):
-        n = x.shape[1]
+    def projections(self, x):
+        """u, v and the offset-scaled q, k."""
         u, v, base = torch.split(F.silu(self.dense(x)), [self.e, self.e, self.s], dim=-1)
         base = base.unsqueeze(2) * self.gamma + self.beta
-        q, k = base[:, :, 0], base[:, :, 1]
+        return u, v, base[:, :, 0], base[:, :, 1]
+
+    def forward(self, x):
+        n = x.shape[1]
+        u, v, q, k = self.projections(x)
         qk = torch.einsum("bns,bms->bnm", q, k)
         kernel = torch.square(F.relu(qk / n))
         if self.causal:
@@ -116,6 +123,96 @@ def test_relu2_module_matches_the_float64_reference(rng):
     torch.testing.assert_close(Relu2("n", True)(q, k, v), want)
 
 
+class RelPosBias(torch.nn.Module):
+    """A T5-style relative-position bias as public GAU code adds it to the scores: one learned
+    scalar per relative distance, clamped at ±`reach`, times `scale`; an [N, N] tensor."""
+
+    def __init__(self, reach=12, scale=1.0):
+        super().__init__()
+        g = torch.Generator().manual_seed(2)
+        self.reach, self.scale = reach, scale
+        self.emb = torch.nn.Parameter(torch.randn(2 * reach + 1, generator=g))
+
+    def forward(self, n):
+        pos = torch.arange(n)
+        return self.emb[(pos[None, :] - pos[:, None]).clamp(-self.reach, self.reach) + self.reach] * self.scale
+
+
+class GAUWithBias(GAULayer):
+    """GAULayer with a relative-position bias on the scores, in three spellings:
+    `inside`: relu((qkᵀ + b) / n)², causal masked_fill after the square;
+    `scaled_after`: relu((qkᵀ + b)·c)² / n (c multiplies the bias too), a 0/1 tril product;
+    `post`: relu(c·qkᵀ + b)²·0.3 (the 0.3 folds into the scale as √0.3, and into the bias)."""
+
+    def __init__(self, form, causal=False):
+        super().__init__(causal=causal)
+        self.form = form
+        self.bias = RelPosBias(scale=0.5)
+
+    def forward(self, x):
+        n = x.shape[1]
+        u, v, q, k = self.projections(x)
+        sim = torch.einsum("bns,bms->bnm", q, k)
+        if self.form == "inside":
+            kernel = F.relu((sim + self.bias(n)) / n) ** 2
+        elif self.form == "scaled_after":
+            kernel = F.relu((sim + self.bias(n)) * 0.3) ** 2 / n
+        else:
+            kernel = F.relu(sim * 0.3 + self.bias(n)) ** 2 * 0.3
+        if self.causal:
+            kernel = kernel.masked_fill(~torch.ones(n, n, dtype=torch.bool).tril(), 0.0)
+        return self.out(u * torch.einsum("bnm,bme->bne", kernel, v))
+
+
+@pytest.mark.parametrize("form", ["inside", "scaled_after", "post"])
+@pytest.mark.parametrize("causal", [False, True])
+def test_gau_with_a_relative_position_bias_becomes_one_node_with_the_bias(form, causal, rng):
+    torch.manual_seed(0)
+    shapes, axes = [(2, EXPORT_LEN, 16)], (1,)
+    model = export(GAUWithBias(form, causal), shapes, axes)
+    out, reports = optimize(model)
+    report = reports["fuse-relu-squared-attention"]
+    assert report.rewritten == 1, report.details
+    assert "with a bias" in report.details[0]["change"]
+    node = only_node(out, "attnx", "ReluSquaredAttention")
+    assert len(node.input) == 4
+    attrs = attrs_of(node)
+    assert attrs["causal"] == int(causal)
+    assert (attrs["norm"], attrs["norm_placement"]) == {"inside": ("n", "inside"), "scaled_after": ("n", "outside"),
+                                                        "post": ("none", "outside")}[form]
+    assert attrs["scale"] == pytest.approx({"inside": 1.0, "scaled_after": 0.3, "post": 0.3 * math.sqrt(0.3)}[form])
+    assert not any(n.op_type in ("Relu", "Pow") for n in out.graph.node)
+    assert_same_outputs(model, out, shapes, axes, rng)
+
+
+class Relu2BiasAfterNorm(torch.nn.Module):
+    """relu(qkᵀ/n + b)²: the bias comes after the length division, which the op cannot say."""
+
+    def forward(self, q, k, v):
+        n = q.shape[1]
+        bias = torch.arange(n, dtype=q.dtype)[None, :] * 0.01
+        return torch.relu(q @ k.transpose(-1, -2) / n + bias) ** 2 @ v
+
+
+def test_a_bias_after_the_length_division_is_left_alone_with_the_reason(rng):
+    model = export(Relu2BiasAfterNorm(), QKV3, AXES3)
+    out, reports = optimize(model)
+    (detail,) = reports["fuse-relu-squared-attention"].details
+    assert not detail["rewritten"] and detail["why"].startswith("bias_broadcasts"), detail
+    assert not any(n.domain == "attnx" for n in out.graph.node)
+    assert_same_outputs(model, out, QKV3, AXES3, rng)
+    assert "after a length division" in detail["why"]
+
+
+def test_bias_shapes_the_op_can_broadcast():
+    scores = gs.Variable("s", np.float32, ["batch", "seq", "seq"])
+    for shape in ([], [1], ["seq", "seq"], [1, "seq"], ["batch", 1, "seq"]):
+        assert _bias_problem(gs.Variable("b", np.float32, shape), scores) is None, shape
+    for shape, words in (([2, 1, 1, 1], "at most the scores' rank"), (["seq", 7], "each axis 1 or as in"),
+                         (None, "are unknown")):
+        assert words in _bias_problem(gs.Variable("b", np.float32, shape), scores), shape
+
+
 @pytest.mark.parametrize("module,check", [
     (Relu2(power=3), "relu_then_square"),
     (Relu2SoftmaxBetween(), "steps_scale_norm_mask"),
@@ -129,12 +226,13 @@ def test_look_alikes_are_left_alone_and_the_report_says_why(module, check):
     assert not any(n.domain == "attnx" for n in out.graph.node)
 
 
-def test_trt_form_of_gau_is_standard_ops_and_the_plugin():
+@pytest.mark.parametrize("layer,n_inputs", [(GAULayer(causal=True), 3), (GAUWithBias("inside", causal=True), 4)])
+def test_trt_form_of_gau_is_standard_ops_and_the_plugin(layer, n_inputs):
     torch.manual_seed(0)
-    model = export(GAULayer(causal=True), [(2, EXPORT_LEN, 16)], (1,))
+    model = export(layer, [(2, EXPORT_LEN, 16)], (1,))
     out, _ = optimize(model, "trt")
     assert {n.domain for n in out.graph.node} <= {"", "trt.plugins"}
-    assert [n.op_type for n in out.graph.node if n.domain] == ["ReluSquaredAttention"]
+    assert [(n.op_type, len(n.input)) for n in out.graph.node if n.domain] == [("ReluSquaredAttention", n_inputs)]
     assert not out.functions
     onnx.checker.check_model(out)
 

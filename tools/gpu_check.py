@@ -199,25 +199,30 @@ def _rs_draw(rng, dtype, torch):
                           "norm": str(rng.choice(("n", "visible", "fixed", "none"))),
                           "fixed_length": int(rng.choice((1, 128, 512))),
                           "norm_placement": str(rng.choice(("outside", "inside")))})
-    return {"shape": {"B": B, "H": H, "N": N, "M": M, "D": D, "E": E}, "attrs": attrs,
-            "inputs": [_randn(torch, (B, H, N, D), dtype), _randn(torch, (B, H, M, D), dtype),
-                       _randn(torch, (B, H, M, E), dtype)]}
+    inputs = [_randn(torch, (B, H, N, D), dtype), _randn(torch, (B, H, M, D), dtype), _randn(torch, (B, H, M, E), dtype)]
+    bias_shape = [(B, H, N, M), (1, 1, N, M), (1, H, 1, M), (B, 1, N, 1), None][int(rng.integers(5))]
+    if bias_shape is not None:
+        inputs.append(_randn(torch, bias_shape, dtype))
+    return {"shape": {"B": B, "H": H, "N": N, "M": M, "D": D, "E": E, "bias": bias_shape}, "attrs": attrs,
+            "inputs": inputs}
 
 
-def _rs_forward(lib, q, k, v, attrs, dtype, torch):
+def _rs_forward(lib, q, k, v, attrs, dtype, torch, bias=None):
     B, H, N, D = q.shape
     M, E = k.shape[2], v.shape[3]
     y = torch.empty(B, H, N, E, device="cuda", dtype=q.dtype)
     norm = ("n", "visible", "fixed", "none").index(attrs["norm"])
     placement = ("outside", "inside").index(attrs["norm_placement"])
+    bias_dims = tuple(bias.shape) if bias is not None else (1, 1, 1, 1)
     status = lib.attnx_relu_squared_attention_forward(
-        q.data_ptr(), k.data_ptr(), v.data_ptr(), y.data_ptr(), B, H, N, M, D, E, int(attrs["causal"]),
-        attrs["scale"], norm, attrs["fixed_length"], placement, _code(dtype), _stream(torch))
+        q.data_ptr(), k.data_ptr(), v.data_ptr(), _ptr(bias), *bias_dims, y.data_ptr(), B, H, N, M, D, E,
+        int(attrs["causal"]), attrs["scale"], norm, attrs["fixed_length"], placement, _code(dtype), _stream(torch))
     return status, (y,)
 
 
 def _rs_call(lib, case, dtype, torch):
-    status, out = _rs_forward(lib, *case["inputs"], case["attrs"], dtype, torch)
+    q, k, v, *bias = case["inputs"]
+    status, out = _rs_forward(lib, q, k, v, case["attrs"], dtype, torch, bias[0] if bias else None)
     _check_status(lib, "ReluSquaredAttention", status, case)
     return out
 
@@ -233,6 +238,23 @@ def _rs_bench(lib, n, torch, timer):
         attrs = SPEC.resolve({"causal": causal})
         out[f"kernel {tag}"] = timer(lambda: _ok(lib, "ReluSquaredAttention", _rs_forward(lib, q, k, v, attrs, "fp16", torch)))
         out[f"sdpa {tag}"] = timer(lambda: torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=causal))
+    return out
+
+
+def _rs_refusals(lib, torch) -> list[dict]:
+    """Calls the entry point must refuse with a status (and not launch): a bias axis neither 1 nor full,
+    D above 256."""
+    from attnx.ops.relu_squared_attention import SPEC
+
+    attrs = SPEC.resolve({})
+    out = []
+    for what, d, bias_shape, want in (("bias [1, 1, 4, 3] for M = 4", 8, (1, 1, 4, 3), 1),
+                                      ("bias [2, 1, 4, 4] for B = 1", 8, (2, 1, 4, 4), 1),
+                                      ("D = 257", 257, None, 2)):
+        q = torch.zeros(1, 1, 4, d, device="cuda")
+        bias = None if bias_shape is None else torch.zeros(*bias_shape, device="cuda")
+        status, _ = _rs_forward(lib, q, q, q, attrs, "fp32", torch, bias)
+        out.append({"op": "ReluSquaredAttention", "refusal": what, "status": status, "passed": status == want})
     return out
 
 
@@ -426,8 +448,8 @@ KERNELS = [
            [c_vp] * 9 + [c_i64] * 6 + [c_i32] * 3 + [c_f32] + [c_i32] * 2 + [c_vp], _la_draw, _la_call, _la_bench,
            _la_refusals),
     Kernel("ReluSquaredAttention", "attnx_relu_squared_attention_forward",
-           [c_vp] * 4 + [c_i64] * 6 + [c_i32, c_f32, c_i32, c_i32, c_i32, c_i32, c_vp], _rs_draw, _rs_call,
-           _rs_bench),
+           [c_vp] * 4 + [c_i64] * 4 + [c_vp] + [c_i64] * 6 + [c_i32, c_f32, c_i32, c_i32, c_i32, c_i32, c_vp],
+           _rs_draw, _rs_call, _rs_bench, _rs_refusals),
     Kernel("MixedChunkAttention", "attnx_mixed_chunk_attention_forward",
            [c_vp] * 7 + [c_i64] * 5 + [c_i32, c_i32, c_f32, c_f32, c_i32, c_vp], _mc_draw, _mc_call, _mc_bench),
     Kernel("PerformerFeatures", "attnx_performer_features_forward",

@@ -1,8 +1,9 @@
 """ReluSquaredAttention: GAU's attention (Hua et al. 2022, "Transformer Quality in Linear Time").
 
-y_i = Σ_j A_ij v_j with A = relu(s·q_i·k_j)² / L_i (`norm_placement` outside, the paper's text)
-or relu(s·q_i·k_j / L_i)² (inside, as some public code writes it), over all keys or j ≤ i when
-causal. s = `scale`, or 1/√D when `scale` is 0. The length norm L_i (`norm`): `n` the sequence
+y_i = Σ_j A_ij v_j with A = relu(s·q_i·k_j + b_ij)² / L_i (`norm_placement` outside, the paper's
+text) or relu((s·q_i·k_j + b_ij) / L_i)² (inside, as some public code writes it), over all keys or
+j ≤ i when causal. b is the optional additive `bias` (a relative-position bias such as T5's, which
+public GAU code adds to the scores), 0 when absent. s = `scale`, or 1/√D when `scale` is 0. The length norm L_i (`norm`): `n` the sequence
 length (the number of keys), `visible` row i's visible count (i + 1 when causal), `fixed` the
 constant `fixed_length`, `none` 1. With `n` every row depends on the total length, which is why
 such a model does not stream and does not generalise past its training length (VARIANTS.md).
@@ -28,11 +29,14 @@ def row_lengths(n: int, m: int, *, causal: bool, norm: str, fixed_length: int, d
     return torch.full((n, 1), float(value), dtype=dtype)
 
 
-def reference(q, k, v, *, causal, scale, norm, fixed_length, norm_placement):
-    """Float64 definition. q [B, H, N, D], k [B, H, M, D], v [B, H, M, E] → (y [B, H, N, E],)."""
+def reference(q, k, v, bias=None, *, causal, scale, norm, fixed_length, norm_placement):
+    """Float64 definition. q [B, H, N, D], k [B, H, M, D], v [B, H, M, E], bias broadcastable to
+    [B, H, N, M] or None → (y [B, H, N, E],)."""
     q, k, v = q.double(), k.double(), v.double()
     s = scale or q.shape[-1] ** -0.5
     scores = s * torch.einsum("bhnd,bhmd->bhnm", q, k)
+    if bias is not None:
+        scores = scores + bias.double()
     lengths = row_lengths(q.shape[2], k.shape[2], causal=causal, norm=norm, fixed_length=fixed_length)
     a = torch.relu(scores / lengths).square() if norm_placement == "inside" else torch.relu(scores).square() / lengths
     if causal:
@@ -53,6 +57,8 @@ def function_body(attrs, n_inputs: int, n_outputs: int, opset: int):
     else:
         scale = b.Reciprocal(b.Sqrt(b.Cast(b.Shape(q, start=3), to=1)))
     scores = b.Mul(b.MatMul(q, b.Transpose(k, perm=[0, 1, 3, 2])), scale)          # [B, H, N, M]
+    if n_inputs == 4:
+        scores = b.Add(scores, b.Cast("bias", to=1))
     norm = attrs["norm"]
     if norm == "visible" and attrs["causal"]:
         n = b.Squeeze(b.Shape(q, start=2, end=3), b.const([0]))
@@ -71,7 +77,7 @@ def function_body(attrs, n_inputs: int, n_outputs: int, opset: int):
     if attrs["causal"]:
         a = b.Trilu(a, upper=0)
     b.rename(b.CastLike(b.MatMul(a, v), "q"), "y")
-    return b.build(["q", "k", "v"], ["y"])
+    return b.build(["q", "k", "v", "bias"][:n_inputs], ["y"])
 
 
 SPEC = OpSpec(
@@ -81,6 +87,8 @@ SPEC = OpSpec(
         TensorArg("q", "[B, H, N, D]", "queries"),
         TensorArg("k", "[B, H, M, D]", "keys (M = N when causal)"),
         TensorArg("v", "[B, H, M, E]", "values"),
+        TensorArg("bias", "[B|1, H|1, N|1, M|1]", "added to s·qkᵀ before the norm and the relu; each axis 1 "
+                  "(broadcast) or full", optional=True),
     ),
     outputs=(TensorArg("y", "[B, H, N, E]", "attention output, dtype of q"),),
     attributes=(

@@ -41,11 +41,11 @@ def emit_node(emit: Emitter, spec: OpSpec, inputs: list, attrs: dict, dtype) -> 
     return y, resolved
 
 
-def emit_attention_node(emit: Emitter, spec: OpSpec, att, attrs: dict) -> str:
-    """One `spec` node on q, k, v of a matched `attention_pattern.QuadraticAttention`, in place of its
-    output; returns the attributes described."""
+def emit_attention_node(emit: Emitter, spec: OpSpec, att, attrs: dict, bias: Operand | None = None) -> str:
+    """One `spec` node on q, k, v (and a bias over the scores' axes) of a matched
+    `attention_pattern.QuadraticAttention`, in place of its output; returns the attributes described."""
     stored, resolved = onnx_attrs(spec, attrs)
-    replace_attention(emit, att, spec.name, stored, spec.domain)
+    replace_attention(emit, att, spec.name, stored, spec.domain, bias=bias)
     return describe(spec, resolved)
 
 

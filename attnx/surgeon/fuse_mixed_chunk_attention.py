@@ -8,6 +8,7 @@ part [B, C, g, E], and fold the same chain of layout steps (Reshape, Slice, Tran
 both sides: none in the paper's code, the fold back to [B, N, E] and the cut to n where the
 sum is taken after it (lucidrains' FLASH-pytorch).
 Checks:
+  quad_without_bias         the ReluSquaredAttention has no bias input (MixedChunkAttention has none)
   quad_in_chunks            the ReluSquaredAttention has norm none and rank-4 inputs with a
                             static token axis g (→ `chunk_size`); its scale → `quad_scale`, its
                             causal → `causal` (for g = 1, where the two agree, the across part decides)
@@ -222,6 +223,11 @@ class FuseMixedChunkAttention(Pass):
                            f"the ReluSquaredAttention has norm {attrs['norm']} and inputs "
                            f"{', '.join(str(s) for s in shapes)}: not norm none over [B, C, g, S] with a static g "
                            f"in {low:g}…{high:g}"):
+            return
+        has_bias = len([t for t in quad.inputs if t is not None and t.name]) > 3
+        if not match.check("quad_without_bias", not has_bias,
+                           "no bias on the in-chunk scores" if not has_bias else
+                           "the in-chunk relu² adds a bias to its scores; MixedChunkAttention takes none"):
             return
         other = add.inputs[1] if add.inputs[0] is reached else add.inputs[0]
         lin = _unfold(other, chain, graph)

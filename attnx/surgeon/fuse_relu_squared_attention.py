@@ -7,15 +7,20 @@ Checks:
                        then relu are other functions)
   no_row_sum           no row-sum normaliser (that is linear attention's)
   steps_scale_norm_mask  every other step is a constant positive scalar (→ `scale`), a
-                       division by the key length read from a Shape (→ norm `n`), or a causal
-                       mask (Trilu, Where with 0 or -inf fill, Mul by a 0/1 lower triangle)
+                       division by the key length read from a Shape (→ norm `n`), a causal
+                       mask (Trilu, Where with 0 or -inf fill, Mul by a 0/1 lower triangle), or
+                       one Add of a tensor before the Relu (→ `bias`, e.g. a relative-position bias)
+  bias_broadcasts      the added tensor has at most the scores' rank and each axis 1 or the
+                       scores' own; it comes before any length division or mask
   mask_is_causal       the mask keeps j ≤ i over the (query, key) axes of a square product
   scores_not_reused    the N×N intermediates feed nothing else
   fits_relu_squared    at most [B, H] batch axes
 Mapping onto the spec: constant scalars before the Relu multiply `scale`; a constant c after
 the square is norm `fixed` with `fixed_length` c when c is a whole number ≥ 1, else it folds
 into `scale` as √(1/c) (relu(x)²·a = relu(√a·x)² for a > 0); a length division before the
-Relu is `norm_placement=inside`, after it `outside`; no length is norm `none`.
+Relu is `norm_placement=inside`, after it `outside`; no length is norm `none`. The op adds its
+bias to s·qkᵀ, so constant factors between the Add and the Relu (and a √ of a factor folded from
+after the square) multiply the bias too: the rewrite scales it with one Mul.
 A per-row visible count (causal `visible`) is not matched: the report names the step.
 """
 
@@ -23,11 +28,13 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import onnx_graphsurgeon as gs
 
 from attnx.ops import get_spec
 from attnx.surgeon.attention_pattern import QuadraticAttention, check_scores_not_reused, quadratic_matches
 from attnx.surgeon.attnx_node import emit_attention_node
+from attnx.surgeon.contraction import Operand
 from attnx.surgeon.framework import Match, Pass
 from attnx.surgeon.graph import Emitter, is_scalar_shaped, rank, scalar_constant
 from attnx.surgeon.layout import fits
@@ -84,6 +91,18 @@ def _causal(step: gs.Node, data: gs.Tensor, before_relu: bool) -> bool | None:
     return None
 
 
+def _bias_problem(other: gs.Tensor, data: gs.Tensor) -> str | None:
+    """Why `data + other` is not scores plus a bias the op can broadcast; None when it is."""
+    have, want = other.shape, data.shape
+    if have is None or want is None:
+        return f"the shapes of {other.name} ({have}) or of the scores ({want}) are unknown"
+    aligned = list(want[len(want) - len(have):]) if have else []
+    if len(have) > len(want) or any(h != 1 and h != w for h, w in zip(have, aligned)):
+        return (f"{other.name} has shape {fmt(have)}; a bias needs at most the scores' rank and each "
+                f"axis 1 or as in the scores' {fmt(want)}")
+    return None
+
+
 def _other_where(step: gs.Node, data: gs.Tensor) -> gs.Tensor:
     return step.inputs[2] if step.inputs[1] is data else step.inputs[1]
 
@@ -112,6 +131,7 @@ class FuseReluSquaredAttention(Pass):
             return
         r = relus[0]
         scale, post, length, placement, causal, problems = 1.0, 1.0, None, None, None, []
+        bias, bias_factor, bias_problem = None, 1.0, None
         tensor = att.scores.output
         for i, step in enumerate(att.steps):
             if i in (r, r + 1):
@@ -121,18 +141,28 @@ class FuseReluSquaredAttention(Pass):
             if (f := _constant_factor(step, tensor)) is not None:
                 if before:
                     scale *= f
+                    bias_factor *= f if bias is not None else 1.0
                 else:
                     post *= f
             elif (dim := _length_division(step, tensor)) is not None and length is None:
                 length, placement = dim, "inside" if before else "outside"
             elif (mask := _causal(step, tensor, before)) is not None and causal is None:
                 causal = mask
+            elif step.op == "Add" and before and bias is None and tensor in step.inputs:
+                bias = _other(step, tensor)
+                bias_problem = bias_problem or _bias_problem(bias, tensor)
+                if length is not None or causal is not None:
+                    bias_problem = bias_problem or "the bias is added after a length division or a mask"
             else:
                 problems.append(step.op)
             tensor = step.outputs[0]
         if not match.check("steps_scale_norm_mask", not problems,
-                           f"{', '.join(problems)} is neither a constant scale, a length division from a shape "
-                           f"nor a causal mask" if problems else "constant scales, a length norm and a mask only"):
+                           f"{', '.join(problems)} is neither a constant scale, a length division from a shape, "
+                           f"a causal mask nor a bias before the Relu" if problems
+                           else "constant scales, a length norm, a mask and a bias only"):
+            return
+        if bias is not None and not match.check("bias_broadcasts", bias_problem is None,
+                                                bias_problem or f"{bias.name} added to the scores as the bias"):
             return
         if length is not None and not match.check(
                 "length_is_key_count", length == att.dim(att.m),
@@ -158,10 +188,20 @@ class FuseReluSquaredAttention(Pass):
             attrs.update(norm="fixed", fixed_length=int(round(fixed)), norm_placement="outside")
         elif post != 1.0:
             scale *= math.sqrt(post)
+            bias_factor *= math.sqrt(post)
         attrs["scale"] = scale
-        match.bound = (att, attrs)
+        match.bound = (att, attrs, bias, bias_factor)
 
     def rewrite(self, graph: gs.Graph, match: Match) -> str:
-        att, attrs = match.bound
-        what = emit_attention_node(Emitter(graph, f"attnx_fuse_relu2/{att.product.node.name}"), SPEC, att, attrs)
-        return f"relu² attention → {SPEC.name}({what})"
+        att, attrs, bias, factor = match.bound
+        emit = Emitter(graph, f"attnx_fuse_relu2/{att.product.node.name}")
+        operand = None
+        if bias is not None:
+            labels, rank_ = att.a.labels, len(bias.shape)
+            if factor != 1.0:
+                bias = emit.op("Mul", bias, np.asarray(factor, dtype=bias.dtype))
+            if rank_ < len(labels):
+                bias = emit.op("Unsqueeze", bias, emit.ints(list(range(len(labels) - rank_))))
+            operand = Operand(bias, labels)
+        what = emit_attention_node(emit, SPEC, att, attrs, bias=operand)
+        return f"relu² attention{' with a bias' if bias is not None else ''} → {SPEC.name}({what})"

@@ -43,16 +43,21 @@ def from_bhnd(emit: Emitter, y: gs.Tensor, have: str, want: str) -> gs.Tensor:
 
 
 def replace_qkv(emit: Emitter, op: str, attrs: dict, *, q: Operand, k: Operand, v: Operand, batch: str, n: str,
-                m: str, d: str, e: str, out: gs.Tensor, out_labels: str, domain: str | None = None) -> None:
-    """Make `out` (labels `out_labels`) the value of op(q, k, v) computed in [B, H, N, D]: q labelled
-    batch+n+d, k batch+m+d, v batch+m+e, the result batch+n+e."""
-    y = emit.op(op, to_bhnd(emit, q, batch + n + d), to_bhnd(emit, k, batch + m + d), to_bhnd(emit, v, batch + m + e),
-                attrs=attrs, domain=domain)
+                m: str, d: str, e: str, out: gs.Tensor, out_labels: str, domain: str | None = None,
+                bias: Operand | None = None) -> None:
+    """Make `out` (labels `out_labels`) the value of op(q, k, v[, bias]) computed in [B, H, N, D]: q
+    labelled batch+n+d, k batch+m+d, v batch+m+e, a bias batch+n+m, the result batch+n+e."""
+    inputs = [to_bhnd(emit, q, batch + n + d), to_bhnd(emit, k, batch + m + d), to_bhnd(emit, v, batch + m + e)]
+    if bias is not None:
+        inputs.append(to_bhnd(emit, bias, batch + n + m))
+    y = emit.op(op, *inputs, attrs=attrs, domain=domain)
     y.dtype = out.dtype
     take_over(out, from_bhnd(emit, y, batch + n + e, out_labels), emit)
 
 
-def replace_attention(emit: Emitter, att, op: str, attrs: dict, domain: str | None = None) -> None:
-    """`replace_qkv` for a matched `attention_pattern.QuadraticAttention`: op(q, k, v) in place of its output."""
+def replace_attention(emit: Emitter, att, op: str, attrs: dict, domain: str | None = None,
+                      bias: Operand | None = None) -> None:
+    """`replace_qkv` for a matched `attention_pattern.QuadraticAttention`: op(q, k, v[, bias]) in place of
+    its output."""
     replace_qkv(emit, op, attrs, q=att.q, k=att.k, v=att.v, batch=att.batch, n=att.n, m=att.m, d=att.d, e=att.e,
-                out=att.output, out_labels=att.out_labels, domain=domain)
+                out=att.output, out_labels=att.out_labels, domain=domain, bias=bias)

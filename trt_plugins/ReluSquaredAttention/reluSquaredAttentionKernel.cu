@@ -1,5 +1,6 @@
 // ReluSquaredAttention kernel (float32 accumulation; float32/float16/bfloat16 I/O): the tiled relu²
-// core of reluSquaredTiles.cuh over every key. Under causal the walk stops at the tile holding the
+// core of reluSquaredTiles.cuh over every key, with the optional bias read in place (broadcast axes
+// by stride 0, never expanded). Under causal the walk stops at the tile holding the
 // block's last query (tiles above the diagonal are skipped) and the diagonal tile is masked.
 //
 // The length norm is a per-row factor, applied once to the finished row: relu(s·qk)²/L (outside)
@@ -17,24 +18,60 @@ namespace
 
 using namespace attnx::relu2;
 using attnx::fromFloat;
+using attnx::toFloat;
 
 constexpr int kMaxDim = ATTNX_RELU_SQUARED_ATTENTION_MAX_HEAD_DIM;
 static_assert(kMaxDim <= 256, "the widest tile holds head dims up to 256");
 
+// The bias of one (b, h): element (query, key) at query·sn + key·sm from `base`; a broadcast axis has
+// stride 0.
+template <typename T>
+struct BiasView
+{
+    const T* base;
+    int64_t sn;
+    int64_t sm;
+    int64_t q0;
+    __device__ __forceinline__ float operator()(int r, int64_t key) const
+    {
+        return toFloat(base[(q0 + r) * sn + key * sm]);
+    }
+};
+
+// Element strides of a contiguous [b, h, n, m] bias broadcast to [B, H, N, M]: 0 where an axis is 1.
+struct BiasStrides
+{
+    int64_t sb, sh, sn, sm;
+};
+
+BiasStrides biasStrides(int64_t b, int64_t h, int64_t n, int64_t m)
+{
+    return {b == 1 ? 0 : h * n * m, h == 1 ? 0 : n * m, n == 1 ? 0 : m, m == 1 ? 0 : 1};
+}
+
 // Every query's keys 0..M−1 (under causal 0..i): the walk stops at the tile holding the block's last
 // query and the diagonal tile is masked. The length norm scales each finished row once.
-template <typename T, int kCap>
+template <typename T, int kCap, bool kBias>
 __global__ void __launch_bounds__(kThreads) reluSquaredKernel(const T* __restrict__ q, const T* __restrict__ k,
-    const T* __restrict__ v, T* __restrict__ y, int64_t N, int64_t M, int D, int E, float scale, int causal,
-    int norm, int fixedLength, int inside)
+    const T* __restrict__ v, const T* __restrict__ bias, BiasStrides bs, T* __restrict__ y, int64_t H, int64_t N,
+    int64_t M, int D, int E, float scale, int causal, int norm, int fixedLength, int inside)
 {
     extern __shared__ float smem[];
     const QueryTile tile = queryTile<kCap>(N);
     const int64_t q0 = tile.q0;
     const int64_t kEnd = causal ? q0 + tile.rows : M; // causal: M == N and keys after the last query add nothing
     Accumulator<kCap> acc = {};
-    accumulateReluSquared<T, kCap>(smem, q + (tile.bh * N + q0) * D, k + tile.bh * M * D, v + tile.bh * M * E, tile,
-        D, E, scale, 0, kEnd, [&](int, int r, int64_t key) { return !causal || key <= q0 + r; }, acc);
+    const T* qb = q + (tile.bh * N + q0) * D;
+    const T* kb = k + tile.bh * M * D;
+    const T* vb = v + tile.bh * M * E;
+    auto keep = [&](int, int r, int64_t key) { return !causal || key <= q0 + r; };
+    if constexpr (kBias)
+    {
+        const BiasView<T> view{bias + (tile.bh / H) * bs.sb + (tile.bh % H) * bs.sh, bs.sn, bs.sm, q0};
+        accumulateReluSquared<T, kCap>(smem, qb, kb, vb, tile, D, E, scale, 0, kEnd, keep, acc, view);
+    }
+    else
+        accumulateReluSquared<T, kCap>(smem, qb, kb, vb, tile, D, E, scale, 0, kEnd, keep, acc);
 
     forEachOutputRow<kCap>(tile, E, acc, [&](int r) {
         const int64_t row = q0 + r;
@@ -53,24 +90,36 @@ __global__ void __launch_bounds__(kThreads) reluSquaredKernel(const T* __restric
 }
 
 template <typename T>
-int launch(const void* q, const void* k, const void* v, void* y, int64_t BH, int64_t N, int64_t M, int D, int E,
-    int causal, float scale, int norm, int fixedLength, int inside, cudaStream_t stream)
+int launch(const void* q, const void* k, const void* v, const void* bias, BiasStrides bs, void* y, int64_t B,
+    int64_t H, int64_t N, int64_t M, int D, int E, int causal, float scale, int norm, int fixedLength, int inside,
+    cudaStream_t stream)
 {
+    // a kernel without the bias path where there is none, so the common case keeps its registers
     return withTileFor(D, E, [&](auto cap) {
         constexpr int kCap = decltype(cap)::value;
-        return launchTiles<kCap>(reluSquaredKernel<T, kCap>, BH, N, D, E, stream, static_cast<const T*>(q),
-            static_cast<const T*>(k), static_cast<const T*>(v), static_cast<T*>(y), N, M, D, E, scale, causal, norm,
-            fixedLength, inside);
+        auto kernel = bias ? reluSquaredKernel<T, kCap, true> : reluSquaredKernel<T, kCap, false>;
+        return launchTiles<kCap>(kernel, B * H, N, D, E, stream, static_cast<const T*>(q), static_cast<const T*>(k),
+            static_cast<const T*>(v), static_cast<const T*>(bias), bs, static_cast<T*>(y), H, N, M, D, E, scale,
+            causal, norm, fixedLength, inside);
     });
+}
+
+bool broadcastsTo(int64_t have, int64_t full)
+{
+    return have == 1 || have == full;
 }
 
 } // namespace
 
-extern "C" int attnx_relu_squared_attention_forward(const void* q, const void* k, const void* v, void* y, int64_t B,
-    int64_t H, int64_t N, int64_t M, int64_t D, int64_t E, int32_t causal, float scale, int32_t norm,
-    int32_t fixed_length, int32_t norm_placement, int32_t dtype, void* stream)
+extern "C" int attnx_relu_squared_attention_forward(const void* q, const void* k, const void* v, const void* bias,
+    int64_t bias_b, int64_t bias_h, int64_t bias_n, int64_t bias_m, void* y, int64_t B, int64_t H, int64_t N,
+    int64_t M, int64_t D, int64_t E, int32_t causal, float scale, int32_t norm, int32_t fixed_length,
+    int32_t norm_placement, int32_t dtype, void* stream)
 {
     if (B < 1 || H < 1 || N < 1 || M < 1 || D < 1 || E < 1 || (causal && M != N))
+        return ATTNX_ERR_SHAPE;
+    if (bias
+        && !(broadcastsTo(bias_b, B) && broadcastsTo(bias_h, H) && broadcastsTo(bias_n, N) && broadcastsTo(bias_m, M)))
         return ATTNX_ERR_SHAPE;
     if (D > kMaxDim || E > kMaxDim)
         return ATTNX_ERR_HEAD_DIM;
@@ -86,14 +135,16 @@ extern "C" int attnx_relu_squared_attention_forward(const void* q, const void* k
     const int d = int(D);
     const int e = int(E);
     const int inside = norm_placement == ATTNX_NORM_INSIDE;
+    const BiasStrides bs = bias ? biasStrides(bias_b, bias_h, bias_n, bias_m) : BiasStrides{0, 0, 0, 0};
     switch (dtype)
     {
     case ATTNX_DTYPE_FLOAT32:
-        return launch<float>(q, k, v, y, B * H, N, M, d, e, causal, s, norm, fixed_length, inside, st);
+        return launch<float>(q, k, v, bias, bs, y, B, H, N, M, d, e, causal, s, norm, fixed_length, inside, st);
     case ATTNX_DTYPE_FLOAT16:
-        return launch<__half>(q, k, v, y, B * H, N, M, d, e, causal, s, norm, fixed_length, inside, st);
+        return launch<__half>(q, k, v, bias, bs, y, B, H, N, M, d, e, causal, s, norm, fixed_length, inside, st);
     case ATTNX_DTYPE_BFLOAT16:
-        return launch<__nv_bfloat16>(q, k, v, y, B * H, N, M, d, e, causal, s, norm, fixed_length, inside, st);
+        return launch<__nv_bfloat16>(q, k, v, bias, bs, y, B, H, N, M, d, e, causal, s, norm, fixed_length, inside,
+            st);
     default: return ATTNX_ERR_DTYPE;
     }
 }

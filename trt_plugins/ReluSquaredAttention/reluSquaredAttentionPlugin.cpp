@@ -11,11 +11,12 @@ namespace attnx
 {
 namespace
 {
-// Input positions (spec order): q, k, v → y.
+// Input positions (spec order): q, k, v[, bias] → y.
 constexpr int32_t kQ = 0;
 constexpr int32_t kK = 1;
 constexpr int32_t kV = 2;
-char const* const kInputNames[] = {"q", "k", "v"};
+constexpr int32_t kBias = 3;
+char const* const kInputNames[] = {"q", "k", "v", "bias"};
 } // namespace
 
 FieldSet ReluSquaredAttentionPlugin::defaultFields()
@@ -39,7 +40,7 @@ int32_t ReluSquaredAttentionPlugin::getOutputShapes(DimsExprs const* inputs, int
     return qkvOutputShape(inputs, nbInputs, outputs, nbOutputs);
 }
 
-bool ReluSquaredAttentionPlugin::checkShapes(Dims const* dims, int32_t) const noexcept
+bool ReluSquaredAttentionPlugin::checkShapes(Dims const* dims, int32_t nbInputs) const noexcept
 {
     Dims const& q = dims[kQ];
     Dims const& k = dims[kK];
@@ -54,6 +55,20 @@ bool ReluSquaredAttentionPlugin::checkShapes(Dims const* dims, int32_t) const no
             + "; expected q [B, H, N, D], k [B, H, M, D], v [B, H, M, E]");
         return false;
     }
+    if (nbInputs > kBias)
+    {
+        Dims const& b = dims[kBias];
+        int64_t const full[4] = {q.d[0], q.d[1], q.d[2], k.d[2]};
+        bool ok = b.nbDims == 4;
+        for (int32_t i = 0; ok && i < 4; ++i)
+            ok = b.d[i] == 1 || !differ(b.d[i], full[i]);
+        if (!ok)
+        {
+            logError(n + ": " + inputsText(dims, kInputNames, 4)
+                + "; expected bias [B|1, H|1, N|1, M|1], each axis 1 or as in q [B, H, N, D] and k [B, H, M, D]");
+            return false;
+        }
+    }
     return causalLengthsAgree(kName, mParams.causal, q, k)
         && headDimsWithin(kName, "D", q, v, ATTNX_RELU_SQUARED_ATTENTION_MAX_HEAD_DIM);
 }
@@ -64,11 +79,15 @@ int32_t ReluSquaredAttentionPlugin::enqueue(PluginTensorDesc const* inputDesc, P
     Dims const& q = inputDesc[kQ].dims;
     Dims const& k = inputDesc[kK].dims;
     Dims const& v = inputDesc[kV].dims;
+    bool const hasBias = configuredInputs() > kBias;
+    Dims const bias = hasBias ? inputDesc[kBias].dims : Dims{};
     // onShapeChange checked these shapes; the entry point checks them again and never launches on bad ones
-    int32_t const status = attnx_relu_squared_attention_forward(inputs[kQ], inputs[kK], inputs[kV], outputs[0],
-        q.d[0], q.d[1], q.d[2], k.d[2], q.d[3], v.d[3], mParams.causal, mParams.scale, mParams.norm,
-        mParams.fixedLength, mParams.normPlacement, kernelDtype(inputDesc[kQ].type), static_cast<void*>(stream));
-    return kernelResult(status, inputDesc, kInputNames, 3);
+    int32_t const status = attnx_relu_squared_attention_forward(inputs[kQ], inputs[kK], inputs[kV],
+        hasBias ? inputs[kBias] : nullptr, hasBias ? bias.d[0] : 1, hasBias ? bias.d[1] : 1, hasBias ? bias.d[2] : 1,
+        hasBias ? bias.d[3] : 1, outputs[0], q.d[0], q.d[1], q.d[2], k.d[2], q.d[3], v.d[3], mParams.causal,
+        mParams.scale, mParams.norm, mParams.fixedLength, mParams.normPlacement, kernelDtype(inputDesc[kQ].type),
+        static_cast<void*>(stream));
+    return kernelResult(status, inputDesc, kInputNames, hasBias ? 4 : 3);
 }
 
 } // namespace attnx

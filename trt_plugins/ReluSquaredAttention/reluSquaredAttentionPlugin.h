@@ -25,8 +25,11 @@ public:
 
     static constexpr char const* kName = "ReluSquaredAttention";
     static constexpr char const* kVersion = "1";
-    static constexpr char const* kIo = "3 inputs (q, k, v) and 1 output (y)";
-    static bool acceptsIo(int32_t nbInputs, int32_t nbOutputs) { return nbInputs == 3 && nbOutputs == 1; }
+    static constexpr char const* kIo = "3 or 4 inputs (q, k, v[, bias]) and 1 output (y)";
+    static bool acceptsIo(int32_t nbInputs, int32_t nbOutputs)
+    {
+        return (nbInputs == 3 || nbInputs == 4) && nbOutputs == 1;
+    }
     // The defaults, as the spec (attnx.ops.REGISTRY["ReluSquaredAttention"].plugin_fields()) has them.
     static FieldSet defaultFields();
     static bool parse(FieldSet const& fields, ReluSquaredAttentionParams& params);

@@ -1,6 +1,6 @@
 // The tiled relu² attention core that ReluSquaredAttention and MixedChunkAttention share, like flash
 // attention: one block per (b·h, tile of kBQ queries) keeps its queries in shared memory and walks a
-// range of keys kBK at a time. Per key tile it forms the kBQ×kBK scores relu(s·qkᵀ)² in shared
+// range of keys kBK at a time. Per key tile it forms the kBQ×kBK scores relu(s·qkᵀ + bias)² in shared
 // memory, masked by the op's rule, then adds scores·V into float32 registers; no N×M matrix reaches
 // global memory. What differs between the ops — which keys a query sees, and what happens to the
 // finished rows — stays in their kernels. Included by *Kernel.cu files only; free of TensorRT.
@@ -83,14 +83,21 @@ __device__ __forceinline__ QueryTile queryTile(int64_t N)
 template <int kCap>
 using Accumulator = float[Tile<kCap>::kAR][Tile<kCap>::kAC];
 
-// acc += Σ_key keep·relu(s·q·k)² v over keys [kBegin, kEnd) for the block's query tile `tile`: qb
-// points at its first query [D], kb and vb at key and value 0 of its (b, h) ([D] and [E] per row).
+// No additive bias on the scores (MixedChunkAttention, ReluSquaredAttention without one).
+struct NoBias
+{
+    __device__ __forceinline__ float operator()(int, int64_t) const { return 0.f; }
+};
+
+// acc += Σ_key keep·relu(s·q·k + bias)² v over keys [kBegin, kEnd) for the block's query tile `tile`:
+// qb points at its first query [D], kb and vb at key and value 0 of its (b, h) ([D] and [E] per row).
 // keep(i, r, key) says whether score row r (= ty + 16i, a query of the tile) sees `key`, a key below
-// kEnd. smem holds sharedBytes<kCap>(D, E); every thread of the block calls this.
-template <typename T, int kCap, typename Keep>
+// kEnd; bias(r, key) is the term added to that score, asked only for rows below tile.rows and kept
+// keys. smem holds sharedBytes<kCap>(D, E); every thread of the block calls this.
+template <typename T, int kCap, typename Keep, typename Bias = NoBias>
 __device__ __forceinline__ void accumulateReluSquared(float* smem, const T* __restrict__ qb, const T* __restrict__ kb,
     const T* __restrict__ vb, const QueryTile& tile, int D, int E, float scale, int64_t kBegin, int64_t kEnd,
-    Keep keep, Accumulator<kCap>& acc)
+    Keep keep, Accumulator<kCap>& acc, Bias bias = Bias{})
 {
     using S = Tile<kCap>;
     const int ldq = qStride(D);
@@ -143,8 +150,18 @@ __device__ __forceinline__ void accumulateReluSquared(float* smem, const T* __re
             {
                 const int r = ty + 16 * i;
                 const int c = tx + 16 * j;
-                const float x = fmaxf(sc[i][j], 0.f);
-                ps[r * S::kLdp + c] = c < kRows && keep(i, r, k0 + c) ? x * x : 0.f;
+                if constexpr (std::is_same<Bias, NoBias>::value)
+                {
+                    const float x = fmaxf(sc[i][j], 0.f);
+                    ps[r * S::kLdp + c] = c < kRows && keep(i, r, k0 + c) ? x * x : 0.f;
+                }
+                else
+                {
+                    // the bias is read only where it exists: rows of the tile, kept keys
+                    const bool kept = c < kRows && r < tile.rows && keep(i, r, k0 + c);
+                    const float x = kept ? fmaxf(sc[i][j] + bias(r, k0 + c), 0.f) : 0.f;
+                    ps[r * S::kLdp + c] = x * x;
+                }
             }
         }
         __syncthreads(); // every score has read kvs as K: it now takes V
