@@ -36,6 +36,23 @@ def rng():
 
 PLUGIN_TEST_BUILD_DIR = Path(__file__).resolve().parents[1] / "build" / "trt_plugins-tests"
 PLUGIN_TEST_ARCHS = ("87", "90")  # Jetson Orin and Hopper, the two CI must always compile
+EMULATED_TEST_BUILD_DIR = Path(__file__).resolve().parents[1] / "build" / "kernels-emulated-tests"
+
+
+def require_cmake_and_nvcc(what: str) -> None:
+    """Skip, saying why, where `what` cannot be built: no cmake, or no CUDA toolkit (nvcc, and with it
+    CUDA's headers)."""
+    from attnx.plugins import build
+
+    try:
+        build.find_cmake()
+        build.find_nvcc()
+    except BackendUnavailableError as exc:
+        pytest.skip(f"{what} cannot be built on this machine: {exc}")
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr)
 
 
 @pytest.fixture(scope="session")
@@ -44,10 +61,15 @@ def plugin_lib() -> Path:
     changed since the last run there); only a machine without cmake or nvcc skips, saying so."""
     from attnx.plugins import build
 
-    try:
-        build.find_cmake()
-        build.find_nvcc()
-    except BackendUnavailableError as exc:
-        pytest.skip(f"the plugin library cannot be built on this machine: {exc}")
-    return build.build_library(PLUGIN_TEST_ARCHS, out_dir=PLUGIN_TEST_BUILD_DIR,
-                               log=lambda msg: print(msg, file=sys.stderr))
+    require_cmake_and_nvcc("the plugin library")
+    return build.build_library(PLUGIN_TEST_ARCHS, out_dir=PLUGIN_TEST_BUILD_DIR, log=_log)
+
+
+@pytest.fixture(scope="session")
+def emulated_kernels() -> Path:
+    """libattnx_kernels_emulated.so (the kernels on the CPU emulator) built once per session into
+    build/kernels-emulated-tests; skips, saying why, without cmake or the CUDA toolkit."""
+    from attnx.plugins import build
+
+    require_cmake_and_nvcc("the emulated kernels")
+    return build.build_emulated_kernels(EMULATED_TEST_BUILD_DIR, log=_log)

@@ -3,20 +3,28 @@
 
 On a CUDA machine (PyTorch with CUDA; TensorRT not needed) this builds libattnx_plugins.so for
 the device's architecture (or loads --lib), calls each kernel's `attnx_<op>_forward` through
-ctypes on torch CUDA tensors over many random shapes (lengths 1, 37, 300, 1024 and random ones
-that are multiples of no chunk or window), dtypes float32/float16/bfloat16 and head dims up to
-256, and compares with the op's float64 reference (attnx/ops/*.py). An element fails when
-|kernel - reference| > atol·rms(reference) + rtol·|reference|, with (atol, rtol) the dtype's
-entry of attnx/check/tolerances.py: rms scaling makes atol mean the same for unnormalised ops,
-whose outputs grow with the length.
+ctypes on torch CUDA tensors over many random shapes (case i of each kernel and dtype has length
+1, 37, 300, 1024 or a random one, cycling, so five cases cover them all), dtypes
+float32/float16/bfloat16 and head dims up to 256, and compares with the op's float64 reference
+(attnx/ops/*.py). An element fails when |kernel - reference| > atol·rms(reference) +
+rtol·|reference|, with (atol, rtol) the dtype's entry of attnx/check/tolerances.py: rms scaling
+makes atol mean the same for unnormalised ops, whose outputs grow with the length. Inputs are
+drawn on the CPU, so a seed gives the same cases on any device.
 
 Then it times each kernel at B=8, H=16, D=64, N = 1k…16k in float16 beside PyTorch eager (the
 chunked and windowed forms in attnx/ops/torch_ops.py) and torch SDPA (for the relu²-shaped ops,
 and with the pattern's boolean mask for SparseAttention), with the memory-bandwidth floor for
-LinearAttention (bytes of q, k, v, y over the measured device-to-device copy bandwidth). It prints a table, writes JSON, and exits 1 if any check fails or a kernel's entry
-point is missing from the library, 3 when there is no CUDA device (the rung did not run), 0 otherwise.
+LinearAttention (bytes of q, k, v, y over the measured device-to-device copy bandwidth). It
+prints a table, writes JSON, and exits 1 if any check fails or a kernel's entry point is missing
+from the library, 3 when there is no CUDA device (the rung did not run), 0 otherwise.
 
-    python tools/gpu_check.py [--lib PATH] [--json gpu-check.json] [--cases 12] [--no-bench]
+With --emulate the same cases run on the CPU, on no GPU: the kernels' own sources compiled onto
+the emulator of trt_plugins/emulation (built into build/kernels-emulated, or --lib), inputs and
+outputs in page-guarded buffers, and each case twice, with a block's threads in ascending and
+then descending order between barriers; the two must agree bit for bit. No timings.
+
+    python tools/gpu_check.py [--lib PATH] [--json gpu-check.json] [--cases 12] [--ops A,B] [--no-bench]
+    python tools/gpu_check.py --emulate [--lib PATH] [--cases 12] [--ops A,B]
 """
 
 from __future__ import annotations
@@ -50,16 +58,62 @@ class Kernel:
     op: str
     symbol: str
     argtypes: list
-    draw: Callable[..., dict]          # (rng, dtype, torch) -> case: {"shape", "attrs", "inputs" (on device)}
-    call: Callable[..., tuple]         # (lib, case, dtype, torch) -> outputs (torch tensors)
-    bench: Callable[..., dict] | None  # (lib, n, torch, timer) -> {name: ms}
-    refusals: Callable[..., list] | None = None  # (lib, torch) -> [{"refusal", "status", "passed"}]
+    draw: Callable[..., dict]          # (rng, dtype, dev, index) -> case: {"shape", "attrs", "inputs" (on dev)}
+    call: Callable[..., tuple]         # (lib, case, dtype, dev) -> outputs (torch tensors on dev)
+    bench: Callable[..., dict] | None  # (lib, n, dev, timer) -> {name: ms}; CUDA only
+    refusals: Callable[..., list] | None = None  # (lib, dev) -> [{"refusal", "status", "passed"}]
 
 
 def _torch():
     import torch
 
     return torch
+
+
+class CudaDevice:
+    """Where the kernels run: a CUDA device, tensors from torch's allocator, the current stream."""
+
+    emulated = False
+
+    def __init__(self, torch):
+        self.torch = torch
+
+    def tensor(self, t):
+        return t.to("cuda")
+
+    def empty(self, shape, dtype=None):
+        return self.torch.empty(*shape, dtype=dtype or self.torch.float32, device="cuda")
+
+    def stream(self) -> int:
+        return self.torch.cuda.current_stream().cuda_stream
+
+    def synchronize(self) -> None:
+        self.torch.cuda.synchronize()
+
+
+class EmulatedDevice:
+    """Where the kernels run: the CPU emulator (attnx/plugins/emulation.py), tensors on its guarded
+    buffers, no stream (every call is synchronous)."""
+
+    emulated = True
+
+    def __init__(self, torch, emulated):
+        self.torch = torch
+        self.emu = emulated
+
+    def tensor(self, t):
+        return self.emu.tensor(t)
+
+    def empty(self, shape, dtype=None):
+        return self.emu.empty(shape, dtype or self.torch.float32)
+
+    def stream(self) -> None:
+        return None
+
+    def synchronize(self) -> None:
+        violations = self.emu.guard_violations()
+        if violations:
+            raise RuntimeError("; ".join(violations))
 
 
 def _dt(torch, dtype: str):
@@ -74,27 +128,31 @@ def _ptr(t) -> int | None:
     return None if t is None else t.data_ptr()
 
 
-def _stream(torch) -> int:
-    return torch.cuda.current_stream().cuda_stream
-
-
-def _length(rng) -> int:
-    return int(rng.choice(LENGTHS + (int(rng.integers(2, 700)),)))
+def _length(rng, index: int | None = None) -> int:
+    """Case `index` of a kernel and dtype takes LENGTHS[index % 5], or at index 4 (mod 5) a random length
+    (a multiple of no chunk or window, mostly), so five cases cover every length; None draws one of them."""
+    lengths = LENGTHS + (int(rng.integers(2, 700)),)
+    return int(lengths[index % len(lengths)] if index is not None else rng.choice(lengths))
 
 
 def _head_dim(rng) -> int:
     return int(rng.choice((1, 16, 32, 64, 100, 128, 256)))
 
 
-def _randn(torch, shape, dtype, positive=False):
-    x = torch.randn(*shape, device="cuda", dtype=torch.float32)
-    return (x.abs() + 0.05 if positive else x).to(_dt(torch, dtype))
+def _randn(dev, shape, dtype, positive=False):
+    """Standard normal values (|x| + 0.05 when positive) in `dtype` on `dev`; drawn on the CPU, so a seed
+    gives the same case on a GPU and on the emulator."""
+    x = dev.torch.randn(*shape, dtype=dev.torch.float32)
+    return dev.tensor((x.abs() + 0.05 if positive else x).to(_dt(dev.torch, dtype)))
 
 
 def _check_status(lib, op: str, status: int, case: dict) -> None:
     if status != 0:
         lib.attnx_status_string.restype = ctypes.c_char_p
         text = lib.attnx_status_string(status).decode()
+        if hasattr(lib, "attnx_emu_error"):  # the emulator says what failed
+            lib.attnx_emu_error.restype = ctypes.c_char_p
+            text += "; the emulator: " + lib.attnx_emu_error().decode()
         raise RuntimeError(f"{op}: entry point returned {status} ({text}) for {case['shape']} {case['attrs']}")
 
 
@@ -106,72 +164,74 @@ def _ok(lib, op: str, result: tuple) -> tuple:
 
 # ---------------------------------------------------------------- LinearAttention
 
-def _la_draw(rng, dtype, torch):
+def _la_draw(rng, dtype, dev, index):
     from attnx.ops.linear_attention import SPEC
 
     causal = bool(rng.integers(2))
     fm = str(rng.choice(("elu", "relu", "identity")))
     normalize = bool(rng.integers(2))
     B, H, D, E = int(rng.integers(1, 4)), int(rng.integers(1, 5)), _head_dim(rng), _head_dim(rng)
-    N = _length(rng)
+    N = _length(rng, index)
     M = N if causal else _length(rng)
     state = bool(rng.integers(2))
     state_out = bool(rng.integers(2))  # without state outputs the non-causal form uses the workspace
     # identity features with a normaliser need positive features (as Performer's are)
     positive = fm == "identity" and normalize
     scale = D ** -0.5
-    q = (_randn(torch, (B, H, N, D), dtype, positive).float() * scale).to(_dt(torch, dtype))
-    k = (_randn(torch, (B, H, M, D), dtype, positive).float() * scale).to(_dt(torch, dtype))
-    v = _randn(torch, (B, H, M, E), dtype)
-    s0 = torch.randn(B, H, D, E, device="cuda") if state else None
-    z0 = (torch.rand(B, H, D, device="cuda") + 0.5) * M if state else None
+    torch = dev.torch
+    q = dev.tensor((_randn(dev, (B, H, N, D), dtype, positive).float() * scale).to(_dt(torch, dtype)))
+    k = dev.tensor((_randn(dev, (B, H, M, D), dtype, positive).float() * scale).to(_dt(torch, dtype)))
+    v = _randn(dev, (B, H, M, E), dtype)
+    s0 = dev.tensor(torch.randn(B, H, D, E)) if state else None
+    z0 = dev.tensor((torch.rand(B, H, D) + 0.5) * M) if state else None
     attrs = SPEC.resolve({"causal": causal, "feature_map": fm, "normalize": normalize,
                           "chunk_size": int(rng.choice((1, 16, 64, 100)))})
     return {"shape": {"B": B, "H": H, "N": N, "M": M, "D": D, "E": E, "state": state, "state_out": state_out},
             "attrs": attrs, "inputs": [q, k, v, s0, z0]}
 
 
-def _la_forward(lib, q, k, v, s0, z0, attrs, dtype, torch, state_out=True):
+def _la_forward(lib, q, k, v, s0, z0, attrs, dtype, dev, state_out=True):
     B, H, N, D = q.shape
     M, E = k.shape[2], v.shape[3]
-    y = torch.empty(B, H, N, E, device="cuda", dtype=q.dtype)
-    s_out = torch.empty(B, H, D, E, device="cuda") if state_out else None
-    z_out = torch.empty(B, H, D, device="cuda") if state_out else None
+    y = dev.empty((B, H, N, E), q.dtype)
+    s_out = dev.empty((B, H, D, E)) if state_out else None
+    z_out = dev.empty((B, H, D)) if state_out else None
     ws_bytes = lib.attnx_linear_attention_workspace_size(B, H, N, D, E, int(attrs["causal"]))
-    ws = torch.empty(max(ws_bytes, 1), dtype=torch.uint8, device="cuda")
+    ws = dev.empty((max(ws_bytes, 1),), dev.torch.uint8)
     fm = ("elu", "relu", "identity").index(attrs["feature_map"])
     status = lib.attnx_linear_attention_forward(
         q.data_ptr(), k.data_ptr(), v.data_ptr(), _ptr(s0), _ptr(z0), y.data_ptr(), _ptr(s_out),
         _ptr(z_out), ws.data_ptr(), B, H, N, M, D, E, int(attrs["causal"]), fm, int(attrs["normalize"]),
-        attrs["eps"], attrs["chunk_size"], _code(dtype), _stream(torch))
+        attrs["eps"], attrs["chunk_size"], _code(dtype), dev.stream())
     return status, (y, s_out, z_out) if state_out else (y,)
 
 
-def _la_call(lib, case, dtype, torch):
+def _la_call(lib, case, dtype, dev):
     q, k, v, s0, z0 = case["inputs"]
-    status, out = _la_forward(lib, q, k, v, s0, z0, case["attrs"], dtype, torch, case["shape"]["state_out"])
+    status, out = _la_forward(lib, q, k, v, s0, z0, case["attrs"], dtype, dev, case["shape"]["state_out"])
     _check_status(lib, "LinearAttention", status, case)
     return out
 
 
-def _la_refusals(lib, torch) -> list[dict]:
+def _la_refusals(lib, dev) -> list[dict]:
     """Calls the entry point must refuse with a status (and not launch): D above 256, causal with M != N."""
     from attnx.ops.linear_attention import SPEC
 
     out = []
     for what, (n, m, d), causal, want in (("D = 257", (4, 4, 257), False, 2), ("causal, M != N", (4, 5, 8), True, 1)):
-        q = torch.zeros(1, 1, n, d, device="cuda")
-        k = torch.zeros(1, 1, m, d, device="cuda")
-        v = torch.zeros(1, 1, m, 8, device="cuda")
-        status, _ = _la_forward(lib, q, k, v, None, None, SPEC.resolve({"causal": causal}), "fp32", torch)
+        q = dev.tensor(dev.torch.zeros(1, 1, n, d))
+        k = dev.tensor(dev.torch.zeros(1, 1, m, d))
+        v = dev.tensor(dev.torch.zeros(1, 1, m, 8))
+        status, _ = _la_forward(lib, q, k, v, None, None, SPEC.resolve({"causal": causal}), "fp32", dev)
         out.append({"op": "LinearAttention", "refusal": what, "status": status, "passed": status == want})
     return out
 
 
-def _la_bench(lib, n, torch, timer):
+def _la_bench(lib, n, dev, timer):
     from attnx.ops.linear_attention import SPEC
     from attnx.ops.torch_ops import chunk_linear_attn
 
+    torch = dev.torch
     B, H, D = BENCH["B"], BENCH["H"], BENCH["D"]
     q, k, v = (torch.randn(B, H, n, D, device="cuda", dtype=torch.float16) * D ** -0.5 for _ in range(3))
     out = {}
@@ -179,7 +239,7 @@ def _la_bench(lib, n, torch, timer):
         attrs = SPEC.resolve({"causal": causal})
         tag = "causal" if causal else "full"
         out[f"kernel {tag}"] = timer(
-            lambda: _ok(lib, "LinearAttention", _la_forward(lib, q, k, v, None, None, attrs, "fp16", torch)))
+            lambda: _ok(lib, "LinearAttention", _la_forward(lib, q, k, v, None, None, attrs, "fp16", dev)))
         out[f"eager chunked {tag}" if causal else f"eager {tag}"] = timer(
             lambda: chunk_linear_attn(q, k, v, **attrs))
     out["floor"] = 4 * B * H * n * D * 2 / _copy_bandwidth(torch) * 1e3
@@ -188,60 +248,61 @@ def _la_bench(lib, n, torch, timer):
 
 # ---------------------------------------------------------------- ReluSquaredAttention
 
-def _rs_draw(rng, dtype, torch):
+def _rs_draw(rng, dtype, dev, index):
     from attnx.ops.relu_squared_attention import SPEC
 
     causal = bool(rng.integers(2))
     B, H, D, E = int(rng.integers(1, 4)), int(rng.integers(1, 5)), _head_dim(rng), _head_dim(rng)
-    N = _length(rng)
+    N = _length(rng, index)
     M = N if causal else _length(rng)
     attrs = SPEC.resolve({"causal": causal, "scale": float(rng.choice((0.0, 0.3))),
                           "norm": str(rng.choice(("n", "visible", "fixed", "none"))),
                           "fixed_length": int(rng.choice((1, 128, 512))),
                           "norm_placement": str(rng.choice(("outside", "inside")))})
-    inputs = [_randn(torch, (B, H, N, D), dtype), _randn(torch, (B, H, M, D), dtype), _randn(torch, (B, H, M, E), dtype)]
+    inputs = [_randn(dev, (B, H, N, D), dtype), _randn(dev, (B, H, M, D), dtype), _randn(dev, (B, H, M, E), dtype)]
     bias_shape = [(B, H, N, M), (1, 1, N, M), (1, H, 1, M), (B, 1, N, 1), None][int(rng.integers(5))]
     if bias_shape is not None:
-        inputs.append(_randn(torch, bias_shape, dtype))
+        inputs.append(_randn(dev, bias_shape, dtype))
     return {"shape": {"B": B, "H": H, "N": N, "M": M, "D": D, "E": E, "bias": bias_shape}, "attrs": attrs,
             "inputs": inputs}
 
 
-def _rs_forward(lib, q, k, v, attrs, dtype, torch, bias=None):
+def _rs_forward(lib, q, k, v, attrs, dtype, dev, bias=None):
     B, H, N, D = q.shape
     M, E = k.shape[2], v.shape[3]
-    y = torch.empty(B, H, N, E, device="cuda", dtype=q.dtype)
+    y = dev.empty((B, H, N, E), q.dtype)
     norm = ("n", "visible", "fixed", "none").index(attrs["norm"])
     placement = ("outside", "inside").index(attrs["norm_placement"])
     bias_dims = tuple(bias.shape) if bias is not None else (1, 1, 1, 1)
     status = lib.attnx_relu_squared_attention_forward(
         q.data_ptr(), k.data_ptr(), v.data_ptr(), _ptr(bias), *bias_dims, y.data_ptr(), B, H, N, M, D, E,
-        int(attrs["causal"]), attrs["scale"], norm, attrs["fixed_length"], placement, _code(dtype), _stream(torch))
+        int(attrs["causal"]), attrs["scale"], norm, attrs["fixed_length"], placement, _code(dtype), dev.stream())
     return status, (y,)
 
 
-def _rs_call(lib, case, dtype, torch):
+def _rs_call(lib, case, dtype, dev):
     q, k, v, *bias = case["inputs"]
-    status, out = _rs_forward(lib, q, k, v, case["attrs"], dtype, torch, bias[0] if bias else None)
+    status, out = _rs_forward(lib, q, k, v, case["attrs"], dtype, dev, bias[0] if bias else None)
     _check_status(lib, "ReluSquaredAttention", status, case)
     return out
 
 
-def _rs_bench(lib, n, torch, timer):
+def _rs_bench(lib, n, dev, timer):
     from attnx.ops.relu_squared_attention import SPEC
 
+    torch = dev.torch
     B, H, D = BENCH["B"], BENCH["H"], BENCH["D"]
     q, k, v = (torch.randn(B, H, n, D, device="cuda", dtype=torch.float16) for _ in range(3))
     out = {}
     for causal in (True, False):
         tag = "causal" if causal else "full"
         attrs = SPEC.resolve({"causal": causal})
-        out[f"kernel {tag}"] = timer(lambda: _ok(lib, "ReluSquaredAttention", _rs_forward(lib, q, k, v, attrs, "fp16", torch)))
+        out[f"kernel {tag}"] = timer(lambda: _ok(lib, "ReluSquaredAttention", _rs_forward(lib, q, k, v, attrs, "fp16", dev)))
         out[f"sdpa {tag}"] = timer(lambda: torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=causal))
     return out
 
 
-def _rs_refusals(lib, torch) -> list[dict]:
+def _rs_refusals(lib, dev) -> list[dict]:
     """Calls the entry point must refuse with a status (and not launch): a bias axis neither 1 nor full,
     D above 256."""
     from attnx.ops.relu_squared_attention import SPEC
@@ -251,116 +312,118 @@ def _rs_refusals(lib, torch) -> list[dict]:
     for what, d, bias_shape, want in (("bias [1, 1, 4, 3] for M = 4", 8, (1, 1, 4, 3), 1),
                                       ("bias [2, 1, 4, 4] for B = 1", 8, (2, 1, 4, 4), 1),
                                       ("D = 257", 257, None, 2)):
-        q = torch.zeros(1, 1, 4, d, device="cuda")
-        bias = None if bias_shape is None else torch.zeros(*bias_shape, device="cuda")
-        status, _ = _rs_forward(lib, q, q, q, attrs, "fp32", torch, bias)
+        q = dev.tensor(dev.torch.zeros(1, 1, 4, d))
+        bias = None if bias_shape is None else dev.tensor(dev.torch.zeros(*bias_shape))
+        status, _ = _rs_forward(lib, q, q, q, attrs, "fp32", dev, bias)
         out.append({"op": "ReluSquaredAttention", "refusal": what, "status": status, "passed": status == want})
     return out
 
 
 # ---------------------------------------------------------------- MixedChunkAttention
 
-def _mc_draw(rng, dtype, torch):
+def _mc_draw(rng, dtype, dev, index):
     from attnx.ops.mixed_chunk_attention import SPEC
 
     causal = bool(rng.integers(2))
     B, H, S, E = int(rng.integers(1, 4)), int(rng.integers(1, 5)), _head_dim(rng), _head_dim(rng)
-    N = _length(rng)
+    N = _length(rng, index)
     attrs = SPEC.resolve({"causal": causal, "chunk_size": int(rng.choice((1, 7, 64, 128, 256, 1000))),
                           "quad_scale": float(rng.choice((0.0, 0.05))), "lin_scale": float(rng.choice((0.0, 0.01)))})
     shape = (B, H, N, S)
     return {"shape": {"B": B, "H": H, "N": N, "S": S, "E": E}, "attrs": attrs,
-            "inputs": [_randn(torch, shape, dtype) for _ in range(4)] + [_randn(torch, (B, H, N, E), dtype)]}
+            "inputs": [_randn(dev, shape, dtype) for _ in range(4)] + [_randn(dev, (B, H, N, E), dtype)]}
 
 
-def _mc_forward(lib, qq, qk, lq, lk, v, attrs, dtype, torch):
+def _mc_forward(lib, qq, qk, lq, lk, v, attrs, dtype, dev):
     B, H, N, S = qq.shape
     E = v.shape[3]
-    y = torch.empty(B, H, N, E, device="cuda", dtype=qq.dtype)
+    y = dev.empty((B, H, N, E), qq.dtype)
     ws_bytes = lib.attnx_mixed_chunk_attention_workspace_size(B, H, N, S, E, int(attrs["causal"]))
-    ws = torch.empty(max(ws_bytes, 1), dtype=torch.uint8, device="cuda")
+    ws = dev.empty((max(ws_bytes, 1),), dev.torch.uint8)
     status = lib.attnx_mixed_chunk_attention_forward(
         qq.data_ptr(), qk.data_ptr(), lq.data_ptr(), lk.data_ptr(), v.data_ptr(), y.data_ptr(), ws.data_ptr(),
         B, H, N, S, E, int(attrs["causal"]), attrs["chunk_size"], attrs["quad_scale"], attrs["lin_scale"],
-        _code(dtype), _stream(torch))
+        _code(dtype), dev.stream())
     return status, (y,)
 
 
-def _mc_call(lib, case, dtype, torch):
-    status, out = _mc_forward(lib, *case["inputs"], case["attrs"], dtype, torch)
+def _mc_call(lib, case, dtype, dev):
+    status, out = _mc_forward(lib, *case["inputs"], case["attrs"], dtype, dev)
     _check_status(lib, "MixedChunkAttention", status, case)
     return out
 
 
-def _mc_bench(lib, n, torch, timer):
+def _mc_bench(lib, n, dev, timer):
     from attnx.ops.mixed_chunk_attention import SPEC
     from attnx.ops.torch_ops import chunk_mixed_attn
 
+    torch = dev.torch
     B, H, D = BENCH["B"], BENCH["H"], BENCH["D"]
     xs = [torch.randn(B, H, n, D, device="cuda", dtype=torch.float16) for _ in range(5)]
     out = {}
     for causal in (True, False):
         tag = "causal" if causal else "full"
         attrs = SPEC.resolve({"causal": causal})
-        out[f"kernel {tag}"] = timer(lambda: _ok(lib, "MixedChunkAttention", _mc_forward(lib, *xs, attrs, "fp16", torch)))
+        out[f"kernel {tag}"] = timer(lambda: _ok(lib, "MixedChunkAttention", _mc_forward(lib, *xs, attrs, "fp16", dev)))
         out[f"eager chunked {tag}"] = timer(lambda: chunk_mixed_attn(*xs, **attrs))
     return out
 
 
 # ---------------------------------------------------------------- PerformerFeatures
 
-def _pf_draw(rng, dtype, torch):
+def _pf_draw(rng, dtype, dev, index):
     from attnx.ops.performer_features import KINDS, SPEC
 
     B, H, D = int(rng.integers(1, 4)), int(rng.integers(1, 5)), _head_dim(rng)
-    N, M = _length(rng), int(rng.choice((1, 16, 37, 64, 256, 300)))
+    N, M = _length(rng, index), int(rng.choice((1, 16, 37, 64, 256, 300)))
     # x' = x·D^(-1/4) at half scale keeps W x' − ‖x'‖²/2 small enough that key_fixed's exp fits float16
-    x = (torch.randn(B, H, N, D, device="cuda") * 0.5).to(_dt(torch, dtype))
-    w = _randn(torch, (M, D), dtype)
+    x = dev.tensor((dev.torch.randn(B, H, N, D) * 0.5).to(_dt(dev.torch, dtype)))
+    w = _randn(dev, (M, D), dtype)
     attrs = SPEC.resolve({"kind": str(rng.choice(KINDS)), "eps": float(rng.choice((0.0, 1e-4, 1e-2))),
                           "offset": float(rng.choice((0.0, 2.0)))})
     return {"shape": {"B": B, "H": H, "N": N, "D": D, "M": M}, "attrs": attrs, "inputs": [x, w]}
 
 
-def _pf_forward(lib, x, w, attrs, dtype, torch, workspace=True):
+def _pf_forward(lib, x, w, attrs, dtype, dev, workspace=True):
     from attnx.ops.performer_features import KINDS
 
     B, H, N, D = x.shape
     M = w.shape[0]
     kind = KINDS.index(attrs["kind"])
-    features = torch.empty(B, H, N, M, device="cuda", dtype=x.dtype)
+    features = dev.empty((B, H, N, M), x.dtype)
     ws_bytes = lib.attnx_performer_features_workspace_size(B, H, N, kind)
-    ws = torch.empty(max(ws_bytes, 1), dtype=torch.uint8, device="cuda") if workspace else None
+    ws = dev.empty((max(ws_bytes, 1),), dev.torch.uint8) if workspace else None
     status = lib.attnx_performer_features_forward(
         x.data_ptr(), w.data_ptr(), features.data_ptr(), _ptr(ws), B, H, N, D, M, kind, attrs["eps"],
-        attrs["offset"], _code(dtype), _stream(torch))
+        attrs["offset"], _code(dtype), dev.stream())
     return status, (features,)
 
 
-def _pf_call(lib, case, dtype, torch):
-    status, out = _pf_forward(lib, *case["inputs"], case["attrs"], dtype, torch)
+def _pf_call(lib, case, dtype, dev):
+    status, out = _pf_forward(lib, *case["inputs"], case["attrs"], dtype, dev)
     _check_status(lib, "PerformerFeatures", status, case)
     return out
 
 
-def _pf_refusals(lib, torch) -> list[dict]:
+def _pf_refusals(lib, dev) -> list[dict]:
     """Calls the entry point must refuse with a status (and not launch): D above 256, kind key without workspace."""
     from attnx.ops.performer_features import SPEC
 
     out = []
     for what, d, kind, workspace, want in (("D = 257", 257, "query", True, 2),
                                            ("kind key, null workspace", 8, "key", False, 6)):
-        x = torch.zeros(1, 1, 4, d, device="cuda")
-        w = torch.zeros(16, d, device="cuda")
-        status, _ = _pf_forward(lib, x, w, SPEC.resolve({"kind": kind}), "fp32", torch, workspace)
+        x = dev.tensor(dev.torch.zeros(1, 1, 4, d))
+        w = dev.tensor(dev.torch.zeros(16, d))
+        status, _ = _pf_forward(lib, x, w, SPEC.resolve({"kind": kind}), "fp32", dev, workspace)
         out.append({"op": "PerformerFeatures", "refusal": what, "status": status, "passed": status == want})
     return out
 
 
-def _pf_bench(lib, n, torch, timer):
+def _pf_bench(lib, n, dev, timer):
     from attnx.ops.performer_features import SPEC
     from attnx.ops.torch_ops import favor_features
 
+    torch = dev.torch
     B, H, D = BENCH["B"], BENCH["H"], BENCH["D"]
     x = torch.randn(B, H, n, D, device="cuda", dtype=torch.float16) * 0.5
     w = torch.randn(4 * D, D, device="cuda", dtype=torch.float16)  # M = 4·D features
@@ -368,47 +431,47 @@ def _pf_bench(lib, n, torch, timer):
     for kind in ("query", "key"):
         attrs = SPEC.resolve({"kind": kind})
         out[f"kernel {kind}"] = timer(
-            lambda: _ok(lib, "PerformerFeatures", _pf_forward(lib, x, w, attrs, "fp16", torch)))
+            lambda: _ok(lib, "PerformerFeatures", _pf_forward(lib, x, w, attrs, "fp16", dev)))
         out[f"eager {kind}"] = timer(lambda: favor_features(x, w, **attrs))
     return out
 
 
 # ---------------------------------------------------------------- SparseAttention
 
-def _sa_draw(rng, dtype, torch):
+def _sa_draw(rng, dtype, dev, index):
     from attnx.ops.sparse_attention import PATTERNS, SPEC
 
     B, H, D, E = int(rng.integers(1, 4)), int(rng.integers(1, 5)), _head_dim(rng), _head_dim(rng)
-    N = _length(rng)
+    N = _length(rng, index)
     attrs = SPEC.resolve({"pattern": str(rng.choice(PATTERNS)), "window": int(rng.choice((1, 3, 16, 37))),
                           "dilation": int(rng.choice((1, 2, 3))), "stride": int(rng.choice((1, 5, 16, 100))),
                           "block": int(rng.choice((1, 7, 64, 100))), "causal": bool(rng.integers(2)),
                           "scale": float(rng.choice((0.0, 0.3)))})
     return {"shape": {"B": B, "H": H, "N": N, "D": D, "E": E}, "attrs": attrs,
-            "inputs": [_randn(torch, (B, H, N, D), dtype), _randn(torch, (B, H, N, D), dtype),
-                       _randn(torch, (B, H, N, E), dtype)]}
+            "inputs": [_randn(dev, (B, H, N, D), dtype), _randn(dev, (B, H, N, D), dtype),
+                       _randn(dev, (B, H, N, E), dtype)]}
 
 
-def _sa_forward(lib, q, k, v, attrs, dtype, torch):
+def _sa_forward(lib, q, k, v, attrs, dtype, dev):
     from attnx.ops.sparse_attention import PATTERNS
 
     B, H, N, D = q.shape
     E = v.shape[3]
-    y = torch.empty(B, H, N, E, device="cuda", dtype=q.dtype)
+    y = dev.empty((B, H, N, E), q.dtype)
     status = lib.attnx_sparse_attention_forward(
         q.data_ptr(), k.data_ptr(), v.data_ptr(), y.data_ptr(), B, H, N, D, E, PATTERNS.index(attrs["pattern"]),
         attrs["window"], attrs["dilation"], attrs["stride"], attrs["block"], int(attrs["causal"]), attrs["scale"],
-        _code(dtype), _stream(torch))
+        _code(dtype), dev.stream())
     return status, (y,)
 
 
-def _sa_call(lib, case, dtype, torch):
-    status, out = _sa_forward(lib, *case["inputs"], case["attrs"], dtype, torch)
+def _sa_call(lib, case, dtype, dev):
+    status, out = _sa_forward(lib, *case["inputs"], case["attrs"], dtype, dev)
     _check_status(lib, "SparseAttention", status, case)
     return out
 
 
-def _sa_refusals(lib, torch) -> list[dict]:
+def _sa_refusals(lib, dev) -> list[dict]:
     """Calls the entry point must refuse with a status (and not launch): D above 256, window 0, block 4097."""
     from attnx.ops.sparse_attention import SPEC
 
@@ -416,16 +479,17 @@ def _sa_refusals(lib, torch) -> list[dict]:
     defaults = SPEC.resolve({})
     for what, d, bad, want in (("D = 257", 257, {}, 2), ("window = 0", 8, {"window": 0}, 4),
                                ("block = 4097", 8, {"block": 4097}, 4)):
-        q = torch.zeros(1, 1, 4, d, device="cuda")
-        status, _ = _sa_forward(lib, q, q, q, {**defaults, **bad}, "fp32", torch)
+        q = dev.tensor(dev.torch.zeros(1, 1, 4, d))
+        status, _ = _sa_forward(lib, q, q, q, {**defaults, **bad}, "fp32", dev)
         out.append({"op": "SparseAttention", "refusal": what, "status": status, "passed": status == want})
     return out
 
 
-def _sa_bench(lib, n, torch, timer):
+def _sa_bench(lib, n, dev, timer):
     from attnx.ops.sparse_attention import SPEC, allowed
     from attnx.ops.torch_ops import window_sparse_attn
 
+    torch = dev.torch
     B, H, D = BENCH["B"], BENCH["H"], BENCH["D"]
     q, k, v = (torch.randn(B, H, n, D, device="cuda", dtype=torch.float16) for _ in range(3))
     pos = torch.arange(n, device="cuda")
@@ -433,7 +497,7 @@ def _sa_bench(lib, n, torch, timer):
     for pattern in ("local", "strided", "block"):
         attrs = SPEC.resolve({"pattern": pattern})
         out[f"kernel {pattern}"] = timer(
-            lambda: _ok(lib, "SparseAttention", _sa_forward(lib, q, k, v, attrs, "fp16", torch)))
+            lambda: _ok(lib, "SparseAttention", _sa_forward(lib, q, k, v, attrs, "fp16", dev)))
         out[f"eager {pattern}"] = timer(lambda: window_sparse_attn(q, k, v, **attrs))
         mask = allowed(pos[:, None], pos[None, :], **{a: attrs[a] for a in attrs if a != "scale"})
         out[f"sdpa mask {pattern}"] = timer(
@@ -509,31 +573,58 @@ def _compare(out, ref, dtype: str) -> dict:
             "max_rel_to_rms": float(diff.max() / max(rms, 1e-30)) if diff.numel() else 0.0, "finite": finite}
 
 
-def check_kernel(lib, kernel: Kernel, cases: int, rng, torch) -> list[dict]:
+def _same_bits(a, b) -> bool:
+    import torch
+
+    return a.shape == b.shape and torch.equal(a.contiguous().view(torch.uint8), b.contiguous().view(torch.uint8))
+
+
+def _run_case(lib, kernel: Kernel, case: dict, dtype: str, dev) -> tuple:
+    outs = kernel.call(lib, case, dtype, dev)
+    dev.synchronize()
+    return outs
+
+
+def check_kernel(lib, kernel: Kernel, cases: int, rng, dev, log=lambda m: None) -> list[dict]:
+    """`cases` random cases per dtype, each against the op's float64 reference. On the emulator each case
+    runs twice, with a block's threads in ascending and then descending order between barriers: a kernel
+    that reads shared memory another thread writes without a barrier between gives different bits."""
     from attnx.ops import REGISTRY
 
     spec = REGISTRY[kernel.op]
     results = []
     for dtype in DTYPES:
-        for _ in range(cases):
-            case = kernel.draw(rng, dtype, torch)
+        start = time.perf_counter()
+        for index in range(cases):
+            case = kernel.draw(rng, dtype, dev, index)
             entry = {"op": kernel.op, "dtype": dtype, "shape": case["shape"],
                      "attrs": {k: v for k, v in case["attrs"].items()}}
             try:
-                outs = kernel.call(lib, case, dtype, torch)
-                torch.cuda.synchronize()
+                outs = _run_case(lib, kernel, case, dtype, dev)
+                if dev.emulated:
+                    dev.emu.set_schedule(True)
+                    try:
+                        again = _run_case(lib, kernel, case, dtype, dev)
+                    finally:
+                        dev.emu.set_schedule(False)
+                    entry["schedules_agree"] = all(_same_bits(a, b) for a, b in zip(outs, again))
                 refs = spec.reference(*[None if t is None else t.cpu() for t in case["inputs"]], **case["attrs"])
                 # states are float32 whatever the I/O dtype
                 checks = [_compare(o, r, dtype if i == 0 else "fp32") for i, (o, r) in enumerate(zip(outs, refs))]
                 entry["outputs"] = checks
-                entry["passed"] = all(c["passed"] for c in checks)
+                entry["passed"] = all(c["passed"] for c in checks) and entry.get("schedules_agree", True)
+                if not entry.get("schedules_agree", True):
+                    entry["why"] = ("the outputs differ between the ascending and descending thread schedules: a "
+                                    "thread reads shared memory that another writes with no barrier between")
             except Exception as exc:  # a failed launch or a status: the case fails, the run goes on
                 entry["passed"], entry["why"] = False, f"{type(exc).__name__}: {exc}"
             results.append(entry)
+        log(f"{kernel.op} {dtype}: {cases} cases in {time.perf_counter() - start:.1f} s")
     return results
 
 
-def bench_kernel(lib, kernel: Kernel, torch) -> list[dict]:
+def bench_kernel(lib, kernel: Kernel, dev) -> list[dict]:
+    torch = dev.torch
     rows = []
     for n in BENCH["N"]:
         def timer(fn):
@@ -542,7 +633,7 @@ def bench_kernel(lib, kernel: Kernel, torch) -> list[dict]:
             except torch.cuda.OutOfMemoryError:
                 torch.cuda.empty_cache()
                 return None
-        rows.append({"op": kernel.op, "N": n, "ms": kernel.bench(lib, n, torch, timer)})
+        rows.append({"op": kernel.op, "N": n, "ms": kernel.bench(lib, n, dev, timer)})
         torch.cuda.empty_cache()
     return rows
 
@@ -569,38 +660,70 @@ def _write_json(path: str | None, report: dict) -> None:
         print(f"report written to {path}", file=sys.stderr)
 
 
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _select(ops: str | None) -> list[Kernel]:
+    if ops is None:
+        return KERNELS
+    names = [o.strip() for o in ops.split(",") if o.strip()]
+    known = {k.op: k for k in KERNELS}
+    unknown = [n for n in names if n not in known]
+    if unknown or not names:
+        raise SystemExit(f"gpu_check: --ops {ops!r}: expected a comma-separated list of {', '.join(known)}")
+    return [known[n] for n in names]
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--lib", default=None, help="an already-built libattnx_plugins.so (default: build one)")
-    parser.add_argument("--out", default=str(REPO / "build" / "trt_plugins-gpu"), help="build folder")
+    parser.add_argument("--lib", default=None, help="an already-built library: libattnx_plugins.so, or with "
+                                                    "--emulate libattnx_kernels_emulated.so (default: build one)")
+    parser.add_argument("--out", default=None, help="build folder (default build/trt_plugins-gpu, with --emulate "
+                                                    "build/kernels-emulated)")
     parser.add_argument("--json", default="gpu-check.json", help="report file (default gpu-check.json)")
     parser.add_argument("--cases", type=int, default=12, help="random cases per kernel and dtype (default 12)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--ops", default=None, help="only these ops, comma-separated (default: every kernel)")
     parser.add_argument("--no-bench", action="store_true", help="check only; no timings")
+    parser.add_argument("--emulate", action="store_true",
+                        help="run the kernels' own sources on the CPU emulator (trt_plugins/emulation) instead of "
+                             "a GPU: the same cases, each under two thread schedules that must agree bit for bit; "
+                             "no timings")
     args = parser.parse_args(argv)
+    if args.cases < 1:
+        parser.error(f"--cases must be >= 1, got {args.cases}")
+    kernels = _select(args.ops)
     report: dict[str, Any] = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                               "ran": False}
     torch = _torch()
-    if not torch.cuda.is_available():
-        why = (f"no CUDA device: torch {torch.__version__} (CUDA {torch.version.cuda or 'none'}) sees no GPU; "
-               "the kernels rung did not run")
-        print(f"gpu_check: {why}", file=sys.stderr)
-        report["why"] = why
-        _write_json(args.json, report)
-        return EXIT_NO_DEVICE
-
     import numpy as np
 
-    from attnx.plugins.build import build_library
+    from attnx.plugins import build
 
-    props = torch.cuda.get_device_properties(0)
-    arch = f"{props.major}{props.minor}"
-    report.update(ran=True, device=props.name, arch=f"sm_{arch}", torch=torch.__version__)
-    if args.lib:
-        lib_path = Path(args.lib)
+    if args.emulate:
+        from attnx.plugins.emulation import EmulatedLibrary
+
+        lib_path = Path(args.lib) if args.lib else build.build_emulated_kernels(args.out, log=_log)
+        emulated = EmulatedLibrary(lib_path)
+        lib = emulated.lib
+        dev = EmulatedDevice(torch, emulated)
+        report.update(ran=True, emulated=True, device="CPU emulator (trt_plugins/emulation)", torch=torch.__version__)
     else:
-        lib_path = build_library([arch], out_dir=args.out, log=lambda m: print(m, file=sys.stderr))
-    lib = ctypes.CDLL(str(lib_path))
+        if not torch.cuda.is_available():
+            why = (f"no CUDA device: torch {torch.__version__} (CUDA {torch.version.cuda or 'none'}) sees no GPU; "
+                   "the kernels rung did not run (--emulate runs it on the CPU emulator)")
+            _log(f"gpu_check: {why}")
+            report["why"] = why
+            _write_json(args.json, report)
+            return EXIT_NO_DEVICE
+        props = torch.cuda.get_device_properties(0)
+        arch = f"{props.major}{props.minor}"
+        report.update(ran=True, emulated=False, device=props.name, arch=f"sm_{arch}", torch=torch.__version__)
+        lib_path = Path(args.lib) if args.lib else build.build_library(
+            [arch], out_dir=args.out or REPO / "build" / "trt_plugins-gpu", log=_log)
+        lib = ctypes.CDLL(str(lib_path))
+        dev = CudaDevice(torch)
     report["library"] = str(lib_path)
     for name, (argtypes, restype) in _EXTRA_SIGNATURES.items():
         if hasattr(lib, name):
@@ -610,34 +733,38 @@ def main(argv=None) -> int:
 
     wired = {k.op for k in KERNELS}
     missing = [op for op in REGISTRY if REGISTRY[op].plugin is not None and op not in wired]
-    missing += [k.op for k in KERNELS if not hasattr(lib, k.symbol)]
+    missing += [k.op for k in kernels if not hasattr(lib, k.symbol)]
     rng = np.random.default_rng(args.seed)
     torch.manual_seed(args.seed)
+    bench = not args.no_bench and not args.emulate
     checks, benches, refusals = {}, [], []
-    for kernel in KERNELS:
+    for kernel in kernels:
         if kernel.op in missing:
             continue
         fn = getattr(lib, kernel.symbol)
         fn.argtypes, fn.restype = kernel.argtypes, ctypes.c_int
-        start = time.perf_counter()
-        checks[kernel.op] = check_kernel(lib, kernel, args.cases, rng, torch)
+        checks[kernel.op] = check_kernel(lib, kernel, args.cases, rng, dev, _log)
         if kernel.refusals is not None:
-            refusals += kernel.refusals(lib, torch)
-        print(f"{kernel.op}: {len(checks[kernel.op])} cases in {time.perf_counter() - start:.1f} s", file=sys.stderr)
-        if not args.no_bench and kernel.bench is not None:
-            benches += bench_kernel(lib, kernel, torch)
+            refusals += kernel.refusals(lib, dev)
+        if bench and kernel.bench is not None:
+            benches += bench_kernel(lib, kernel, dev)
     failed = sum(not r["passed"] for rs in checks.values() for r in rs) + sum(not r["passed"] for r in refusals)
     _print_table(checks, missing, benches)
     for r in refusals:
         print(f"{r['op']:<22} refuses {r['refusal']}: status {r['status']} {'✓' if r['passed'] else '✗'}")
+    for rs in checks.values():
+        for r in rs:
+            if not r["passed"]:
+                print(f"FAILED {r['op']} {r['dtype']} {r['shape']} {r['attrs']}: "
+                      f"{r.get('why') or [o for o in r['outputs'] if not o['passed']]}")
     report.update(passed=failed == 0 and not missing, missing=missing, checks=checks, refusals=refusals,
                   timings=benches,
                   copy_bandwidth_gbs=_copy_bandwidth(torch) / 1e9 if benches else None)
     _write_json(args.json, report)
     if missing:
-        print(f"gpu_check: FAILED: no entry point for {', '.join(missing)}", file=sys.stderr)
+        _log(f"gpu_check: FAILED: no entry point for {', '.join(missing)}")
     if failed:
-        print(f"gpu_check: FAILED: {failed} case(s) outside tolerance (see {args.json})", file=sys.stderr)
+        _log(f"gpu_check: FAILED: {failed} case(s) outside tolerance (see {args.json})")
     return EXIT_FAILED if failed or missing else 0
 
 

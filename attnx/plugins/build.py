@@ -1,8 +1,12 @@
-"""Build libattnx_plugins.so from trt_plugins/ with CMake and nvcc.
+"""Build libattnx_plugins.so from trt_plugins/ with CMake and nvcc, and the kernels' CPU emulation.
 
 `build_library()` provisions the TensorRT headers (headers.py), configures and builds, and
 returns the library's path. The default output is `build/trt_plugins/` in the repository
 (ignored by git); `library.default_library_path()` looks there.
+
+`build_emulated_kernels()` builds trt_plugins/emulation: the same kernel sources compiled by the
+host compiler onto the CPU emulator (`libattnx_kernels_emulated.so`, for `tools/gpu_check.py
+--emulate`); it needs CUDA's headers but not nvcc's device compilation, a GPU or TensorRT.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 SOURCE_DIR = REPO_ROOT / "trt_plugins"
 DEFAULT_BUILD_DIR = REPO_ROOT / "build" / "trt_plugins"
 LIBRARY_NAME = "libattnx_plugins.so"
+EMULATION_SOURCE_DIR = SOURCE_DIR / "emulation"
+DEFAULT_EMULATED_BUILD_DIR = REPO_ROOT / "build" / "kernels-emulated"
 DEFAULT_ARCHS = ("80", "86", "87", "89", "90")
 NVCC_CANDIDATES = ("/usr/local/bin/nvcc", "/usr/local/cuda/bin/nvcc")
 
@@ -102,26 +108,56 @@ def _run(cmd: list[str], log: Callable[[str], None], what: str, heartbeat_s: flo
         raise BuildError(f"{what} failed (exit {proc.returncode}); last output:\n" + "\n".join(tail))
 
 
+def _require_sources(source_dir: Path) -> None:
+    if not (source_dir / "CMakeLists.txt").is_file():
+        raise BuildError(f"the plugin sources are not here: expected {source_dir / 'CMakeLists.txt'} (build the "
+                         "library from a clone of the repository, where attnx is installed with `pip install -e .`)")
+
+
+def _cmake_build(cmake: str, source_dir: Path, out: Path, defines: list[str], library: str,
+                 log: Callable[[str], None], jobs: int | None) -> Path:
+    """Configure `source_dir` into `out` with `defines`, build, and return `out/library`."""
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.monotonic()
+    _run([cmake, "-S", str(source_dir), "-B", str(out), *defines, "-DCMAKE_BUILD_TYPE=Release"], log,
+         "cmake configure")
+    _run([cmake, "--build", str(out), "-j", str(jobs or os.cpu_count() or 2)], log, "cmake build")
+    lib = out / library
+    if not lib.is_file():
+        raise BuildError(f"the build finished but {lib} does not exist")
+    log(f"[attnx] built {lib} in {time.monotonic() - start:.1f} s")
+    return lib
+
+
 def build_library(archs: Sequence[str | int] = DEFAULT_ARCHS, out_dir: str | Path | None = None,
                   log: Callable[[str], None] = print, jobs: int | None = None) -> Path:
     """Configure and build the plugin library; returns the path of libattnx_plugins.so."""
-    if not (SOURCE_DIR / "CMakeLists.txt").is_file():
-        raise BuildError(f"the plugin sources are not here: expected {SOURCE_DIR / 'CMakeLists.txt'} (build the "
-                         "library from a clone of the repository, where attnx is installed with `pip install -e .`)")
+    _require_sources(SOURCE_DIR)
     cmake = find_cmake()
     nvcc = find_nvcc()
     arch_list = _normalise_archs(archs)
     inc = headers.include_dir(log)
     out = Path(out_dir) if out_dir is not None else DEFAULT_BUILD_DIR
-    out.mkdir(parents=True, exist_ok=True)
-    start = time.monotonic()
     log(f"[attnx] building {LIBRARY_NAME} for sm_{', sm_'.join(arch_list)} in {out} (TensorRT headers: {inc})")
-    _run([cmake, "-S", str(SOURCE_DIR), "-B", str(out), f"-DTRT_INCLUDE_DIR={inc}",
-          f"-DCMAKE_CUDA_ARCHITECTURES={';'.join(arch_list)}", f"-DCMAKE_CUDA_COMPILER={nvcc}",
-          "-DCMAKE_BUILD_TYPE=Release"], log, "cmake configure")
-    _run([cmake, "--build", str(out), "-j", str(jobs or os.cpu_count() or 2)], log, "cmake build")
-    lib = out / LIBRARY_NAME
-    if not lib.is_file():
-        raise BuildError(f"the build finished but {lib} does not exist")
-    log(f"[attnx] built {lib} in {time.monotonic() - start:.1f} s")
-    return lib
+    return _cmake_build(cmake, SOURCE_DIR, out, [f"-DTRT_INCLUDE_DIR={inc}",
+                                          f"-DCMAKE_CUDA_ARCHITECTURES={';'.join(arch_list)}",
+                                          f"-DCMAKE_CUDA_COMPILER={nvcc}"], LIBRARY_NAME, log, jobs)
+
+
+def build_emulated_kernels(out_dir: str | Path | None = None, log: Callable[[str], None] = print,
+                           jobs: int | None = None, source_dir: str | Path = EMULATION_SOURCE_DIR,
+                           library: str = "libattnx_kernels_emulated.so", portable_switch: bool = False) -> Path:
+    """Build the kernels onto the CPU emulator (trt_plugins/emulation) and return the library's path.
+
+    `source_dir` and `library` name another project built with AttnxEmulation.cmake (the emulator's
+    own tests); `portable_switch` makes the emulator switch fibers with ucontext, as it does off
+    x86-64, where it otherwise has its own register switch. CUDA's headers come from nvcc's toolkit
+    (CMake's FindCUDAToolkit, told which nvcc); nothing is compiled for a GPU."""
+    source_dir = Path(source_dir)
+    _require_sources(source_dir)
+    cmake = find_cmake()
+    nvcc = find_nvcc()
+    out = Path(out_dir) if out_dir is not None else DEFAULT_EMULATED_BUILD_DIR
+    log(f"[attnx] building {library} (the kernels on the CPU emulator) in {out} (CUDA headers of {nvcc})")
+    defines = [f"-DCMAKE_CUDA_COMPILER={nvcc}", f"-DATTNX_EMU_UCONTEXT={'ON' if portable_switch else 'OFF'}"]
+    return _cmake_build(cmake, source_dir, out, defines, library, log, jobs)

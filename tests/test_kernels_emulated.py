@@ -1,0 +1,53 @@
+"""The kernels rung on the CPU: every attnx kernel's own CUDA source, compiled onto the emulator of
+trt_plugins/emulation, against its op's float64 reference (`tools/gpu_check.py --emulate`).
+
+Each op runs 6 fresh random cases per dtype (float32, float16, bfloat16): case i takes length 1, 37,
+300, 1024 or a random one in turn, head dims up to 256, every attribute value, with gpu_check's
+tolerances (atol·rms(reference) + rtol·|reference|, atol and rtol per dtype from
+attnx/check/tolerances.py). Each case runs under two thread schedules whose outputs must agree bit for
+bit, and inside page-guarded buffers. The seed is printed, and `--seed` on gpu_check repeats a run.
+What this cannot see (timing, occupancy, the device's own rounding of exp) is in
+trt_plugins/emulation/README.md; the GPU run of the same script is still owed where no GPU was lent.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from attnx.ops import REGISTRY
+
+REPO = Path(__file__).resolve().parents[1]
+PLUGIN_OPS = [name for name, spec in REGISTRY.items() if spec.plugin is not None]
+CASES = 6
+
+
+@pytest.mark.parametrize("op", PLUGIN_OPS)
+def test_kernel_matches_the_float64_reference_on_the_emulator(emulated_kernels, op, tmp_path):
+    seed = random.randrange(2**31)
+    print(f"gpu_check seed: {seed}")
+    report_path = tmp_path / "emulated.json"
+    proc = subprocess.run([sys.executable, str(REPO / "tools" / "gpu_check.py"), "--emulate", "--lib",
+                           str(emulated_kernels), "--ops", op, "--cases", str(CASES), "--seed", str(seed),
+                           "--json", str(report_path)], capture_output=True, text=True, timeout=1200)
+    print(proc.stdout)
+    assert proc.returncode == 0, f"seed {seed}:\n{proc.stdout}\n{proc.stderr[-4000:]}"
+    report = json.loads(report_path.read_text())
+    assert report["ran"] and report["emulated"] and report["passed"] and not report["missing"]
+    cases = report["checks"][op]
+    assert sorted({c["dtype"] for c in cases}) == ["bf16", "fp16", "fp32"] and len(cases) == 3 * CASES
+    assert all(c["passed"] and c["schedules_agree"] for c in cases)
+    lengths = {c["shape"]["N"] for c in cases}
+    assert {1, 37, 300, 1024} <= lengths, lengths
+
+
+def test_gpu_check_rejects_an_unknown_op():
+    proc = subprocess.run([sys.executable, str(REPO / "tools" / "gpu_check.py"), "--emulate", "--ops", "Softmax"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    assert "--ops 'Softmax': expected a comma-separated list of LinearAttention" in proc.stderr
