@@ -40,6 +40,11 @@ SIGNATURES = {
     "selftest_store_at": [c_vp, c_i64],
     "selftest_load_at": [c_vp, c_vp, c_i64],
     "selftest_deep_stack": [c_vp],
+    "selftest_mma_product": [c_vp, c_vp, c_vp, c_int],
+    "selftest_mma_product_tf32": [c_vp, c_vp, c_vp],
+    "selftest_async_copy": [c_vp, c_vp, c_int],
+    "selftest_misaligned_ldmatrix": [c_vp],
+    "selftest_split_shuffles": [c_vp],
 }
 
 
@@ -162,6 +167,49 @@ def test_a_write_just_past_a_buffer_is_reported(emu, call):
     assert emu.guard_violations() == []
     assert call("selftest_store_at", out.data_ptr(), 5) == (0, "")
     assert [v for v in emu.guard_violations() if "float32 [5]" in v]
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_ldmatrix_and_mma_multiply(emu, call, rng, dtype):
+    """A 16×16 by 16×8 product through shared memory, ldmatrix and mma.sync, addressed as the attnx kernels
+    address them, equals the product of the rounded inputs (exact products, float32 sums)."""
+    a = emu.tensor(torch.randn(16, 16, generator=rng).to(dtype))
+    b = emu.tensor(torch.randn(16, 8, generator=rng).to(dtype))
+    c = emu.empty((16, 8), torch.float32)
+    assert call("selftest_mma_product", a.data_ptr(), b.data_ptr(), c.data_ptr(), int(dtype == torch.bfloat16)) == (0, "")
+    assert torch.allclose(c.double(), a.double() @ b.double(), rtol=1e-6, atol=1e-5)
+
+
+def test_tf32_mma_multiplies_inputs_rounded_to_tf32(emu, call, rng):
+    a = emu.tensor(torch.randn(16, 8, generator=rng))
+    b = emu.tensor(torch.randn(8, 8, generator=rng))
+    c = emu.empty((16, 8), torch.float32)
+    assert call("selftest_mma_product_tf32", a.data_ptr(), b.data_ptr(), c.data_ptr()) == (0, "")
+    exact = a.double() @ b.double()
+    assert torch.allclose(c.double(), exact, rtol=5e-3, atol=5e-3)  # tf32 keeps 10 bits of mantissa
+    assert not torch.allclose(c.double(), exact, rtol=1e-6, atol=1e-6)  # and is not float32
+
+
+def test_cp_async_lands_only_when_waited_for(emu, call, rng):
+    src = emu.tensor(torch.randn(4, generator=rng))
+    out = emu.empty((4,), torch.float32)
+    assert call("selftest_async_copy", src.data_ptr(), out.data_ptr(), 1) == (0, "")
+    assert torch.equal(out, src)
+    assert call("selftest_async_copy", src.data_ptr(), out.data_ptr(), 0) == (0, "")
+    assert torch.isnan(out).all()  # read before the copy landed: the NaN fill of shared memory
+
+
+def test_a_misaligned_ldmatrix_fails_the_launch(emu, call):
+    out = emu.empty((32,), torch.float32)
+    status, error = call("selftest_misaligned_ldmatrix", out.data_ptr())
+    assert status == ERR_CUDA and "ldmatrix: lane 0's row address" in error and "is not 16-byte aligned" in error
+
+
+def test_lanes_at_different_warp_instructions_fail_the_launch(emu, call):
+    out = emu.empty((32,), torch.float32)
+    status, error = call("selftest_split_shuffles", out.data_ptr())
+    assert status == ERR_CUDA
+    assert "waits at the full-warp __shfl_xor_sync at" in error and "but lane 16 waits at the __shfl_xor_sync at" in error
 
 
 def test_an_unwritten_output_reads_as_nan(emu):

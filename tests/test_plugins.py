@@ -215,6 +215,8 @@ def test_build_rejects_bad_archs():
         build._normalise_archs(["sm_8x"])
     with pytest.raises(build.BuildError, match="no CUDA architectures"):
         build._normalise_archs([])
+    with pytest.raises(build.BuildError, match="sm_75 is older than the plugins need: sm_80 or newer"):
+        build._normalise_archs(["87", "75"])
     assert build._normalise_archs(["sm_87", " 90"]) == ["87", "90"]
 
 
@@ -475,12 +477,18 @@ def test_linear_attention_entry_point_refuses_bad_calls_on_the_host(plugin_lib):
 
     lib = ctypes.CDLL(str(plugin_lib))
     c_i64, c_i32, p = ctypes.c_int64, ctypes.c_int32, ctypes.c_void_p
-    lib.attnx_linear_attention_workspace_size.argtypes = [c_i64] * 5 + [c_i32]
+    lib.attnx_linear_attention_workspace_size.argtypes = [c_i64] * 5 + [c_i32] * 2
     lib.attnx_linear_attention_workspace_size.restype = ctypes.c_size_t
-    # causal: (D·E + D) floats per 64-row chunk; non-causal: one state
-    assert lib.attnx_linear_attention_workspace_size(2, 3, 130, 16, 8, 1) == 2 * 3 * 3 * (16 * 8 + 16) * 4
-    assert lib.attnx_linear_attention_workspace_size(2, 3, 130, 16, 8, 0) == 2 * 3 * (16 * 8 + 16) * 4
-    assert lib.attnx_linear_attention_workspace_size(2, 3, 0, 16, 8, 1) == 0
+    size = lib.attnx_linear_attention_workspace_size
+    # causal on CUDA cores: (D·E + D) floats per 64-row chunk; non-causal: one state
+    for dtype in (0, 1, 2):  # E = 8 is not a multiple of 16: CUDA cores whatever the dtype
+        assert size(2, 3, 130, 16, 8, 1, dtype) == 2 * 3 * 3 * (16 * 8 + 16) * 4
+        assert size(2, 3, 130, 16, 8, 0, dtype) == 2 * 3 * (16 * 8 + 16) * 4
+        assert size(2, 3, 0, 16, 8, 1, dtype) == 0
+    # causal on tensor cores (float16, bfloat16; D a multiple of 16 up to 64, E a multiple of 16): none
+    assert size(2, 3, 130, 64, 128, 1, 1) == size(2, 3, 130, 16, 16, 1, 2) == 0
+    assert size(2, 3, 130, 64, 128, 1, 0) == 2 * 3 * 3 * (64 * 128 + 64) * 4
+    assert size(2, 3, 130, 128, 64, 1, 1) == 2 * 3 * 3 * (128 * 64 + 128) * 4  # D = 128: CUDA cores
     fn = lib.attnx_linear_attention_forward
     fn.argtypes = [p] * 9 + [c_i64] * 6 + [c_i32] * 3 + [ctypes.c_float] + [c_i32] * 2 + [p]
     fn.restype = ctypes.c_int
@@ -497,7 +505,7 @@ def test_linear_attention_entry_point_refuses_bad_calls_on_the_host(plugin_lib):
              "feature_map 3": (call(fm=3), 4), "eps 0": (call(eps=0.0), 4), "chunk 0": (call(chunk=0), 4),
              "causal 2": (call(causal=2), 4), "state_s without state_z": (call(s=fake), 5),
              "state_s_out without state_z_out": (call(z_out=None), 5),
-             "causal without workspace": (call(causal=1), 6),
+             "causal float32 without workspace": (call(causal=1, dtype=0), 6),
              "non-causal, no state outputs, no workspace": (call(s_out=None, z_out=None), 6)}
     for what, (got, want) in cases.items():
         assert got == want, f"{what}: status {got} ({lib.attnx_status_string(got).decode()}), expected {want}"

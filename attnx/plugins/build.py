@@ -30,6 +30,7 @@ LIBRARY_NAME = "libattnx_plugins.so"
 EMULATION_SOURCE_DIR = SOURCE_DIR / "emulation"
 DEFAULT_EMULATED_BUILD_DIR = REPO_ROOT / "build" / "kernels-emulated"
 DEFAULT_ARCHS = ("80", "86", "87", "89", "90")
+MIN_ARCH = 80
 NVCC_CANDIDATES = ("/usr/local/bin/nvcc", "/usr/local/cuda/bin/nvcc")
 
 
@@ -70,6 +71,9 @@ def _normalise_archs(archs: Sequence[str | int]) -> list[str]:
         a = str(a).strip().lower().removeprefix("sm_").removeprefix("sm")
         if not a.isdigit() or not 50 <= int(a) <= 129:
             raise BuildError(f"CUDA architecture {a!r} is not a compute capability like 87 or 90")
+        if int(a) < MIN_ARCH:
+            raise BuildError(f"CUDA architecture sm_{a} is older than the plugins need: sm_{MIN_ARCH} or newer "
+                             "(cp.async, bfloat16 tensor cores, 99 KiB of shared memory per block)")
         out.append(a)
     if not out:
         raise BuildError("no CUDA architectures given; expected e.g. 87,90")

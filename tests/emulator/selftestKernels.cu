@@ -2,7 +2,10 @@
 // for each mistake the emulator must catch. Each C entry point launches one and returns 0, or
 // ATTNX_ERR_CUDA when the launch failed (attnx_emu_error says why).
 #include "attnxKernelApi.h"
+#include "tensorCore.cuh"
 
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 namespace
@@ -109,7 +112,131 @@ __global__ void deepStack(float* out)
     out[threadIdx.x] = big[threadIdx.x];
 }
 
+// One warp: c [16][8] float32 = a [16][16] · b [16][8] of T, row-major in global memory, through
+// shared memory, ldmatrix (b with .trans) and one mma.sync, as the attnx kernels address them.
+template <typename T>
+__global__ void mmaProduct(const T* a, const T* b, float* c)
+{
+    __shared__ __align__(16) T as[16][24]; // rows of 48 bytes: 16-byte aligned
+    __shared__ __align__(16) T bs[16][24];
+    const int lane = threadIdx.x;
+    for (int i = lane; i < 16 * 16; i += 32)
+        as[i / 16][i % 16] = a[i];
+    for (int i = lane; i < 16 * 8; i += 32)
+        bs[i / 8][i % 8] = b[i];
+    for (int i = lane; i < 16 * 8; i += 32)
+        bs[i / 8][8 + i % 8] = T(0.f);
+    __syncthreads();
+    uint32_t af[4];
+    uint32_t bf[4];
+    attnx::tc::ldmatrixX4(af, &as[lane % 8 + 8 * ((lane / 8) % 2)][8 * (lane / 16)]);
+    attnx::tc::ldmatrixX4Trans(bf, &bs[lane % 8 + 8 * ((lane / 8) % 2)][8 * (lane / 16)]);
+    const uint32_t b0[2] = {bf[0], bf[1]}; // columns 0..7; bf[2], bf[3] are the zero columns 8..15
+    float d[4] = {};
+    attnx::tc::mma16816<T>(d, af, b0);
+    const int g = lane / 4;
+    const int t = lane % 4;
+    c[g * 8 + 2 * t] = d[0];
+    c[g * 8 + 2 * t + 1] = d[1];
+    c[(g + 8) * 8 + 2 * t] = d[2];
+    c[(g + 8) * 8 + 2 * t + 1] = d[3];
+}
+
+// One warp: c [16][8] = a [16][8] · b [8][8] in tf32, fragments read straight from global memory.
+__global__ void mmaProductTf32(const float* a, const float* b, float* c)
+{
+    const int lane = threadIdx.x;
+    const int g = lane / 4;
+    const int t = lane % 4;
+    namespace tc = attnx::tc;
+    const uint32_t af[4] = {tc::toTf32(a[g * 8 + t]), tc::toTf32(a[(g + 8) * 8 + t]), tc::toTf32(a[g * 8 + t + 4]),
+        tc::toTf32(a[(g + 8) * 8 + t + 4])};
+    const uint32_t bf[2] = {tc::toTf32(b[t * 8 + g]), tc::toTf32(b[(t + 4) * 8 + g])};
+    float d[4] = {};
+    tc::mma1688Tf32(d, af, bf);
+    c[g * 8 + 2 * t] = d[0];
+    c[g * 8 + 2 * t + 1] = d[1];
+    c[(g + 8) * 8 + 2 * t] = d[2];
+    c[(g + 8) * 8 + 2 * t + 1] = d[3];
+}
+
+// out[0..3] = 16 bytes copied by cp.async into dynamic shared memory, read after a barrier, with or
+// without the wait that makes the copy land.
+__global__ void asyncCopy(const float* src, float* out, int wait)
+{
+    extern __shared__ float4 landing[];
+    if (threadIdx.x == 0)
+    {
+        attnx::tc::cpAsync16(landing, src, true);
+        attnx::tc::cpAsyncCommit();
+        if (wait)
+            attnx::tc::cpAsyncWait<0>();
+    }
+    __syncthreads();
+    if (threadIdx.x == 0)
+    {
+        out[0] = landing[0].x;
+        out[1] = landing[0].y;
+        out[2] = landing[0].z;
+        out[3] = landing[0].w;
+    }
+}
+
+// ldmatrix from a row address 8 bytes off 16-byte alignment.
+__global__ void misalignedLdmatrix(float* out)
+{
+    __shared__ __align__(16) __half rows[32][16];
+    uint32_t r[4];
+    attnx::tc::ldmatrixX4(r, &rows[threadIdx.x][4]);
+    out[threadIdx.x] = float(r[0]);
+}
+
+// Lanes 0..15 shuffle on one line, lanes 16..31 on another.
+__global__ void splitShuffles(float* out)
+{
+    float v = float(threadIdx.x);
+    if (threadIdx.x < 16)
+        v = __shfl_xor_sync(0xffffffffu, v, 1);
+    else
+        v = __shfl_xor_sync(0xffffffffu, v, 2);
+    out[threadIdx.x] = v;
+}
+
 } // namespace
+
+extern "C" ATTNX_API int selftest_mma_product(const void* a, const void* b, float* c, int bf16)
+{
+    if (bf16)
+        mmaProduct<__nv_bfloat16><<<1, 32>>>(static_cast<const __nv_bfloat16*>(a),
+            static_cast<const __nv_bfloat16*>(b), c);
+    else
+        mmaProduct<__half><<<1, 32>>>(static_cast<const __half*>(a), static_cast<const __half*>(b), c);
+    return launched();
+}
+
+extern "C" ATTNX_API int selftest_mma_product_tf32(const float* a, const float* b, float* c)
+{
+    mmaProductTf32<<<1, 32>>>(a, b, c);
+    return launched();
+}
+
+extern "C" ATTNX_API int selftest_async_copy(const float* src, float* out, int wait)
+{
+    asyncCopy<<<1, 32, 16>>>(src, out, wait);
+    return launched();
+}
+
+extern "C" ATTNX_API int selftest_misaligned_ldmatrix(float* out)
+{
+    misalignedLdmatrix<<<1, 32>>>(out);
+    return launched();
+}
+
+extern "C" ATTNX_API int selftest_split_shuffles(float* out)
+{
+    splitShuffles<<<1, 32>>>(out);
+    return launched();
+}
 
 extern "C" ATTNX_API int selftest_block_sum(const float* x, float* out, int n)
 {

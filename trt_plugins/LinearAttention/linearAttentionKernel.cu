@@ -5,13 +5,19 @@
 // Causal: a chunked scan in three launches, parallel over (b, h, chunk of 64 rows): the float32 state
 // of each chunk, an exclusive prefix over chunks (input state added; the total is the state output),
 // then per chunk the masked 64 × 64 product φ(Q)φ(K)ᵀ with V plus φ(Q) times the state before it.
+// Causal float16/bfloat16 with D a multiple of 16 up to 64 and E a multiple of 16 runs on tensor cores
+// instead (causalMmaKernel): one pass, each block walking the whole sequence of one (b, h) with the
+// state in shared memory.
 // The kernel's chunk is fixed at 64 rows; the chunk_size attribute tiles the ONNX body only (it has
 // no effect on results). Lengths that are not a multiple of 64 end in a short chunk.
 #include "linearAttentionKernel.h"
 
 #include "kernelCommon.cuh"
+#include "tensorCore.cuh"
 
 #include <cuda_runtime.h>
+
+#include <type_traits>
 
 namespace
 {
@@ -420,6 +426,260 @@ __global__ void __launch_bounds__(kThreads) chunkOutputKernel(const T* __restric
     }
 }
 
+
+// ---- causal on tensor cores (float16, bfloat16). One block of four warps per (b·h, tile of 64 columns
+// of E) walks the chunks of 64 rows in order, with the float32 state of the rows before the chunk in
+// shared memory as one matrix [S | z] of D rows and kSCols columns: S's 64 columns, z, and zeros (one
+// more n8 tile, which also makes the row stride bank-conflict free). The chunk's Q, K and V tiles
+// come in by cp.async, two stages deep. Per chunk, warp w takes rows 16w..16w+15:
+//   A = tril(φ(Q) φ(K)ᵀ)                (mma.sync in the I/O type, float32 accumulators)
+//   [Y | d] = A·[V | 1] + φ(Q)·[S | z]  (A rounded to the I/O type; φ(Q)·[S | z] in tf32, so the state,
+//                                        a sum over every row so far, keeps float32's range)
+//   y = Y / (d + eps), or Y unnormalised
+// then, after a barrier, [S | z] += φ(K)ᵀ·[V | 1] (warp w takes rows 16w, 16w + 64, ... of D), with
+// φ(K) split into its rounding to the I/O type and the rounding of what that leaves (two products),
+// so the state gains float32 sums of float32 features, as the state outputs promise. The column of
+// ones turns the same products into the denominator and z's update.
+constexpr int kMmaThreads = 128;
+constexpr int kMmaMaxDim = 64;        // D; E is tiled
+constexpr int kSCols = kTile + 8;     // [S | z | 0]: columns of the state in shared memory
+
+bool causalMmaTakes(int64_t D, int64_t E)
+{
+    return D % 16 == 0 && E % 16 == 0 && D >= 16 && E >= 16 && D <= kMmaMaxDim;
+}
+
+// Two stages of Q, K [kChunk][D + 8] and V [kChunk][kTile + 8] of the I/O type, then [S | z] in float32.
+template <typename T>
+size_t causalMmaSharedBytes(int D)
+{
+    return 2 * size_t(kChunk) * size_t(2 * (D + 8) + kTile + 8) * sizeof(T) + size_t(D) * kSCols * sizeof(float);
+}
+
+// φ of both halves of a register of two T.
+template <typename T>
+__device__ __forceinline__ uint32_t phi2(uint32_t reg, int fm)
+{
+    return attnx::tc::pack2<T>(phi(attnx::tc::unpack2<T>(reg, 0), fm), phi(attnx::tc::unpack2<T>(reg, 1), fm));
+}
+
+// φ of both halves of a register of two T as hi + lo, each two T: hi the rounding of φ, lo the
+// rounding of φ − hi. An element whose keep flag is false becomes 0 in both.
+template <typename T>
+__device__ __forceinline__ void phi2Split(uint32_t reg, int fm, bool keepLo, bool keepHi, uint32_t& hi, uint32_t& lo)
+{
+    namespace tc = attnx::tc;
+    const float x0 = keepLo ? phi(tc::unpack2<T>(reg, 0), fm) : 0.f;
+    const float x1 = keepHi ? phi(tc::unpack2<T>(reg, 1), fm) : 0.f;
+    hi = tc::pack2<T>(x0, x1);
+    lo = tc::pack2<T>(x0 - tc::unpack2<T>(hi, 0), x1 - tc::unpack2<T>(hi, 1));
+}
+
+template <typename T>
+__global__ void __launch_bounds__(kMmaThreads) causalMmaKernel(const T* __restrict__ q, const T* __restrict__ k,
+    const T* __restrict__ v, const float* __restrict__ s0, const float* __restrict__ z0, T* __restrict__ y,
+    float* __restrict__ sOut, float* __restrict__ zOut, int64_t N, int D, int E, int fm, int normalize, float eps)
+{
+    namespace tc = attnx::tc;
+    extern __shared__ float4 mmaShared[]; // 16-byte aligned, as ldmatrix and cp.async need
+    const int eTiles = (E + kTile - 1) / kTile;
+    const int64_t bh = blockIdx.x / eTiles;
+    const int e0 = int(blockIdx.x % eTiles) * kTile;
+    const int et = E - e0 < kTile ? E - e0 : kTile; // this block's columns, a multiple of 16
+    const int ldD = D + 8;
+    const int ldV = kTile + 8;
+    const int stageElems = kChunk * (2 * ldD + ldV);
+    T* stages = reinterpret_cast<T*>(mmaShared);
+    float* ss = reinterpret_cast<float*>(stages + 2 * stageElems);
+    const int warp = threadIdx.x / 32;
+    const int lane = threadIdx.x % 32;
+    const int g = lane / 4;
+    const int t = lane % 4;
+    const int lrow = lane % 8 + 8 * ((lane / 8) % 2); // ldmatrix rows for A from [m][k]
+    const int lcol = 8 * (lane / 16);
+    const int krow = lane % 8 + 8 * (lane / 16);      // ldmatrix rows for A from [k][m] with .trans
+    const int kcol = 8 * ((lane / 8) % 2);
+    // B for the column of ones: k rows 2t.., n column g; 1 in column 0 only
+    const uint32_t one2 = g == 0 ? tc::pack2<T>(1.f, 1.f) : 0u;
+    const uint32_t ones[2] = {one2, one2};
+
+    for (int i = threadIdx.x; i < D * kSCols; i += kMmaThreads)
+    {
+        const int d = i / kSCols;
+        const int c = i - d * kSCols;
+        float x = 0.f;
+        if (c < et && s0)
+            x = s0[(bh * D + d) * E + e0 + c];
+        else if (c == kTile && z0)
+            x = z0[bh * D + d];
+        ss[i] = x;
+    }
+
+    const int64_t chunks = (N + kChunk - 1) / kChunk;
+    auto loadChunk = [&](int64_t c) {
+        T* st = stages + (c % 2) * stageElems;
+        const int64_t r0 = c * kChunk;
+        const int n = int(N - r0 < kChunk ? N - r0 : kChunk);
+        tc::loadTileAsync<kMmaThreads>(st, ldD, q + (bh * N + r0) * D, D, kChunk, n, D);
+        tc::loadTileAsync<kMmaThreads>(st + kChunk * ldD, ldD, k + (bh * N + r0) * D, D, kChunk, n, D);
+        tc::loadTileAsync<kMmaThreads>(st + 2 * kChunk * ldD, ldV, v + (bh * N + r0) * E + e0, E, kChunk, n, et);
+    };
+    loadChunk(0);
+    tc::cpAsyncCommit();
+    for (int64_t c = 0; c < chunks; ++c)
+    {
+        if (c + 1 < chunks)
+        {
+            loadChunk(c + 1);
+            tc::cpAsyncCommit();
+            tc::cpAsyncWait<1>();
+        }
+        else
+            tc::cpAsyncWait<0>();
+        __syncthreads(); // this chunk's tiles have landed; at c = 0 the initial state is written
+        const T* qs = stages + (c % 2) * stageElems;
+        const T* ks = qs + kChunk * ldD;
+        const T* vs = ks + kChunk * ldD;
+        const int rows = int(N - c * kChunk < kChunk ? N - c * kChunk : kChunk);
+
+        // A = tril(φ(Q) φ(K)ᵀ) for this warp's 16 rows (keys past the chunk's end meet only rows past it)
+        uint32_t qf[kMmaMaxDim / 16][4];
+        float a[kChunk / 8][4] = {};
+#pragma unroll
+        for (int kk = 0; kk < kMmaMaxDim / 16; ++kk)
+        {
+            if (kk * 16 >= D)
+                break;
+            tc::ldmatrixX4(qf[kk], qs + (warp * 16 + lrow) * ldD + kk * 16 + lcol);
+#pragma unroll
+            for (int i = 0; i < 4; ++i)
+                qf[kk][i] = phi2<T>(qf[kk][i], fm);
+            tc::mmaColMajorB<T>(a, qf[kk], ks + kk * 16, ldD, [fm](uint32_t b) { return phi2<T>(b, fm); });
+        }
+#pragma unroll
+        for (int j = 0; j < kChunk / 8; ++j)
+#pragma unroll
+            for (int r = 0; r < 4; ++r)
+                if (8 * j + 2 * t + r % 2 > warp * 16 + g + 8 * (r / 2))
+                    a[j][r] = 0.f;
+
+        // [Y | d] = A·[V | 1] + φ(Q)·[S | z]; o[8] holds d in its column 0
+        float o[kSCols / 8][4] = {};
+#pragma unroll
+        for (int kk = 0; kk < kChunk / 16; ++kk)
+        {
+            uint32_t pa[4];
+            tc::scoresAsA<T>(pa, a, kk);
+            tc::mmaRowMajorB<T>(o, pa, vs + kk * 16 * ldV, ldV, et); // tiles 0..7: Y; tile 8 below
+            tc::mma16816<T>(o[kTile / 8], pa, ones);
+        }
+        const T* qr0 = qs + (warp * 16 + g) * ldD;
+        const T* qr1 = qr0 + 8 * ldD;
+#pragma unroll
+        for (int k8 = 0; k8 < kMmaMaxDim / 8; ++k8)
+        {
+            if (k8 * 8 >= D)
+                break;
+            const int d = 8 * k8 + t;
+            const uint32_t qa[4] = {tc::toTf32(phi(toFloat(qr0[d]), fm)), tc::toTf32(phi(toFloat(qr1[d]), fm)),
+                tc::toTf32(phi(toFloat(qr0[d + 4]), fm)), tc::toTf32(phi(toFloat(qr1[d + 4]), fm))};
+            const float* sr0 = ss + d * kSCols + g;
+            const float* sr1 = sr0 + 4 * kSCols;
+#pragma unroll
+            for (int j = 0; j < kSCols / 8; ++j)
+            {
+                if (j < kTile / 8 && 8 * j >= et)
+                    continue;
+                const uint32_t sb[2] = {tc::toTf32(sr0[8 * j]), tc::toTf32(sr1[8 * j])};
+                tc::mma1688Tf32(o[j], qa, sb);
+            }
+        }
+        // every lane of a quad holds rows g and g + 8; the denominator sits in the lane with t = 0
+        float d0 = t == 0 ? o[kTile / 8][0] : 0.f;
+        float d1 = t == 0 ? o[kTile / 8][2] : 0.f;
+        d0 += __shfl_xor_sync(0xffffffffu, d0, 1);
+        d1 += __shfl_xor_sync(0xffffffffu, d1, 1);
+        d0 += __shfl_xor_sync(0xffffffffu, d0, 2);
+        d1 += __shfl_xor_sync(0xffffffffu, d1, 2);
+        const float inv0 = normalize ? 1.f / (d0 + eps) : 1.f;
+        const float inv1 = normalize ? 1.f / (d1 + eps) : 1.f;
+        const int row0 = warp * 16 + g;
+        T* yb = y + (bh * N + c * kChunk) * E + e0;
+#pragma unroll
+        for (int j = 0; j < kTile / 8; ++j)
+        {
+            const int e = 8 * j + 2 * t;
+            if (e >= et)
+                break;
+            if (row0 < rows)
+            {
+                yb[int64_t(row0) * E + e] = fromFloat<T>(o[j][0] * inv0);
+                yb[int64_t(row0) * E + e + 1] = fromFloat<T>(o[j][1] * inv0);
+            }
+            if (row0 + 8 < rows)
+            {
+                yb[int64_t(row0 + 8) * E + e] = fromFloat<T>(o[j][2] * inv1);
+                yb[int64_t(row0 + 8) * E + e + 1] = fromFloat<T>(o[j][3] * inv1);
+            }
+        }
+        __syncthreads(); // every warp has read the state before this chunk
+
+        // [S | z] += φ(K)ᵀ·[V | 1]; keys past the chunk's end are zero (φ(0) is 1 for elu)
+        for (int mt = warp; mt * 16 < D; mt += kMmaThreads / 32)
+        {
+            float acc[kSCols / 8][4];
+            float* sr0 = ss + (mt * 16 + g) * kSCols + 2 * t;
+            float* sr1 = sr0 + 8 * kSCols;
+#pragma unroll
+            for (int j = 0; j < kSCols / 8; ++j)
+            {
+                acc[j][0] = sr0[8 * j];
+                acc[j][1] = sr0[8 * j + 1];
+                acc[j][2] = sr1[8 * j];
+                acc[j][3] = sr1[8 * j + 1];
+            }
+#pragma unroll
+            for (int kk = 0; kk < kChunk / 16; ++kk)
+            {
+                uint32_t ka[4];
+                tc::ldmatrixX4Trans(ka, ks + (kk * 16 + krow) * ldD + mt * 16 + kcol);
+                const int key = kk * 16 + 2 * t; // ka[0], ka[1]: keys key, key + 1; ka[2], ka[3]: key + 8, key + 9
+                uint32_t hi[4];
+                uint32_t lo[4];
+                phi2Split<T>(ka[0], fm, key < rows, key + 1 < rows, hi[0], lo[0]);
+                phi2Split<T>(ka[1], fm, key < rows, key + 1 < rows, hi[1], lo[1]);
+                phi2Split<T>(ka[2], fm, key + 8 < rows, key + 9 < rows, hi[2], lo[2]);
+                phi2Split<T>(ka[3], fm, key + 8 < rows, key + 9 < rows, hi[3], lo[3]);
+                tc::mmaRowMajorB<T>(acc, hi, vs + kk * 16 * ldV, ldV, et);
+                tc::mmaRowMajorB<T>(acc, lo, vs + kk * 16 * ldV, ldV, et);
+                tc::mma16816<T>(acc[kTile / 8], hi, ones);
+                tc::mma16816<T>(acc[kTile / 8], lo, ones);
+            }
+#pragma unroll
+            for (int j = 0; j < kSCols / 8; ++j)
+            {
+                if (j < kTile / 8 && 8 * j >= et)
+                    continue;
+                sr0[8 * j] = acc[j][0];
+                sr0[8 * j + 1] = acc[j][1];
+                sr1[8 * j] = acc[j][2];
+                sr1[8 * j + 1] = acc[j][3];
+            }
+        }
+        __syncthreads(); // the state is complete before the next chunk reads it, and this stage is free
+    }
+    if (sOut)
+        for (int i = threadIdx.x; i < D * et; i += kMmaThreads)
+        {
+            const int d = i / et;
+            const int e = i - d * et;
+            sOut[(bh * D + d) * E + e0 + e] = ss[d * kSCols + e];
+        }
+    if (zOut && e0 == 0)
+        for (int d = threadIdx.x; d < D; d += kMmaThreads)
+            zOut[bh * D + d] = ss[d * kSCols + kTile];
+}
+
 template <typename T>
 int launch(const void* q, const void* k, const void* v, const float* s0, const float* z0, void* y, float* sOut,
     float* zOut, void* workspace, int64_t BH, int64_t N, int64_t M, int D, int E, int causal, int fm,
@@ -429,6 +689,12 @@ int launch(const void* q, const void* k, const void* v, const float* s0, const f
     const T* kt = static_cast<const T*>(k);
     const T* vt = static_cast<const T*>(v);
     T* yt = static_cast<T*>(y);
+    if constexpr (!std::is_same<T, float>::value)
+    {
+        if (causal && causalMmaTakes(D, E))
+            return attnx::launchWithShared(causalMmaKernel<T>, unsigned(BH * ((E + kTile - 1) / kTile)), kMmaThreads,
+                causalMmaSharedBytes<T>(D), stream, qt, kt, vt, s0, z0, yt, sOut, zOut, N, D, E, fm, normalize, eps);
+    }
     if (causal)
     {
         if (!workspace)
@@ -468,11 +734,13 @@ int launch(const void* q, const void* k, const void* v, const float* s0, const f
 } // namespace
 
 extern "C" size_t attnx_linear_attention_workspace_size(
-    int64_t B, int64_t H, int64_t N, int64_t D, int64_t E, int32_t causal)
+    int64_t B, int64_t H, int64_t N, int64_t D, int64_t E, int32_t causal, int32_t dtype)
 {
     if (B < 1 || H < 1 || N < 1 || D < 1 || E < 1)
         return 0;
     const int64_t perState = D * E + D;
+    if (causal && dtype != ATTNX_DTYPE_FLOAT32 && causalMmaTakes(D, E))
+        return 0;
     if (causal)
         return size_t(B * H * ((N + kChunk - 1) / kChunk) * perState) * sizeof(float);
     return size_t(B * H * perState) * sizeof(float);

@@ -15,11 +15,13 @@ enum attnx_feature_map { ATTNX_FEATURE_ELU = 0, ATTNX_FEATURE_RELU = 1, ATTNX_FE
 
 #define ATTNX_LINEAR_ATTENTION_MAX_HEAD_DIM 256
 
-// Bytes of device workspace the forward call needs: causal, the float32 state of every 64-row chunk,
-// (D·E + D)·ceil(N/64) floats per (b, h); non-causal, S [B,H,D,E] and z [B,H,D] in float32 (used only
-// when the state outputs are null). 0 for a size < 1.
+// Bytes of device workspace the forward call needs for I/O `dtype` (an attnx_dtype): causal on CUDA
+// cores, the float32 state of every 64-row chunk, (D·E + D)·ceil(N/64) floats per (b, h); causal on
+// tensor cores (float16 or bfloat16, D a multiple of 16 up to 64, E a multiple of 16), none;
+// non-causal, S [B,H,D,E] and z [B,H,D] in float32 (used only when the state outputs are null). 0 for
+// a size < 1.
 ATTNX_API size_t attnx_linear_attention_workspace_size(
-    int64_t B, int64_t H, int64_t N, int64_t D, int64_t E, int32_t causal);
+    int64_t B, int64_t H, int64_t N, int64_t D, int64_t E, int32_t causal, int32_t dtype);
 
 // y = LinearAttention(q, k, v[, state_s, state_z]); see attnx/ops/linear_attention.py.
 // q [B,H,N,D], k [B,H,M,D], v [B,H,M,E], y [B,H,N,E] in `dtype`; contiguous row-major.

@@ -104,14 +104,15 @@ size_t LinearAttentionPlugin::getWorkspaceSize(
     DynamicPluginTensorDesc const* inputs, int32_t nbInputs, DynamicPluginTensorDesc const*, int32_t) const noexcept
 {
     // non-causal: S and z go straight into state_s_out/state_z_out, which always exist; causal: the
-    // state of every chunk, sized for the profile's largest shapes
+    // state of every chunk on CUDA cores, none on tensor cores, sized for the profile's largest shapes
     if (!mParams.causal || nbInputs < 3)
         return 0;
     Dims const& q = inputs[kQ].max;
     Dims const& v = inputs[kV].max;
     if (q.nbDims != 4 || v.nbDims != 4)
         return 0;
-    return attnx_linear_attention_workspace_size(q.d[0], q.d[1], q.d[2], q.d[3], v.d[3], 1);
+    return attnx_linear_attention_workspace_size(
+        q.d[0], q.d[1], q.d[2], q.d[3], v.d[3], 1, kernelDtype(inputs[kQ].desc.type));
 }
 
 int32_t LinearAttentionPlugin::enqueue(PluginTensorDesc const* inputDesc, PluginTensorDesc const*,

@@ -6,18 +6,22 @@
 //   causal: linKernel<true> walks the rows in order per (b, h, e-tile) with the state in float32
 //     registers; a chunk's rows add into a pending state that joins the state when the chunk ends,
 //     so every row sees the chunks before its own (the exclusive prefix).
-// quadKernel then adds the quadratic part with the tiled relu² core of reluSquaredTiles.cuh: one
-// block per query tile walks only the keys of the chunks its queries lie in (and under causal none
-// past its last query), forms relu(s_q·qkᵀ)² in shared memory masked to the query's own chunk, adds
-// scores·V in float32 registers, and writes y = quadratic + lin. The short last chunk is what the
-// reference's zero padding computes: padded keys contribute zero to both parts.
+// quadKernel then adds the quadratic part with a relu² core: one block per query tile walks only
+// the keys of the chunks its queries lie in (and under causal none past its last query), forms
+// relu(s_q·qkᵀ)² masked to the query's own chunk, adds scores·V in float32 registers, and writes
+// y = quadratic + lin. float16 and bfloat16 with S and E multiples of 16 up to 128 use the
+// tensor-core core of reluSquaredMma.cuh, the rest the CUDA-core core of reluSquaredTiles.cuh. The
+// short last chunk is what the reference's zero padding computes: padded keys contribute zero to both
+// parts.
 #include "mixedChunkAttentionKernel.h"
 
+#include "reluSquaredMma.cuh"
 #include "reluSquaredTiles.cuh"
 
 #include <cuda_runtime.h>
 
 #include <cmath>
+#include <type_traits>
 
 namespace
 {
@@ -181,6 +185,23 @@ __global__ void __launch_bounds__(kThreads) linKernel(const T* __restrict__ lq, 
     }
 }
 
+// The keys a tile of `rows` queries from q0 needs: those of the chunks its queries lie in, and under
+// causal none past its last query.
+struct KeyRange
+{
+    int64_t begin;
+    int64_t end;
+};
+
+__device__ __forceinline__ KeyRange chunkKeys(int64_t q0, int rows, int64_t g, int64_t N, int causal)
+{
+    int64_t end = ((q0 + rows - 1) / g + 1) * g;
+    end = end < N ? end : N;
+    if (causal && end > q0 + rows)
+        end = q0 + rows;
+    return {q0 / g * g, end};
+}
+
 // y = relu(s_q·q_i·k_j)² v_j over j in i's chunk (j <= i when causal) + lin_i: the tiled relu² core
 // of reluSquaredTiles.cuh over the keys of the chunks from the tile's first query's to its last
 // query's (causal: none past the last query), masked to each query's own chunk.
@@ -193,11 +214,7 @@ __global__ void __launch_bounds__(relu2::kThreads) quadKernel(const T* __restric
     extern __shared__ float smem[];
     const relu2::QueryTile tile = relu2::queryTile<kCap>(N);
     const int64_t q0 = tile.q0;
-    const int64_t kBegin = q0 / g * g;
-    int64_t kEnd = ((q0 + tile.rows - 1) / g + 1) * g;
-    kEnd = kEnd < N ? kEnd : N;
-    if (causal && kEnd > q0 + tile.rows)
-        kEnd = q0 + tile.rows;
+    const KeyRange keys = chunkKeys(q0, tile.rows, g, N, causal);
     const int ty = threadIdx.x / 16; // the score rows of this thread: ty + 16i
     int64_t chunkStart[kSR];         // of each score row's query
 #pragma unroll
@@ -205,7 +222,7 @@ __global__ void __launch_bounds__(relu2::kThreads) quadKernel(const T* __restric
         chunkStart[i] = (q0 + ty + 16 * i) / g * g;
     relu2::Accumulator<kCap> acc = {};
     relu2::accumulateReluSquared<T, kCap>(smem, qq + (tile.bh * N + q0) * S, qk + tile.bh * N * S, v + tile.bh * N * E,
-        tile, S, E, sq, kBegin, kEnd,
+        tile, S, E, sq, keys.begin, keys.end,
         [&](int i, int r, int64_t key) {
             return key >= chunkStart[i] && key < chunkStart[i] + g && (!causal || key <= q0 + r);
         },
@@ -214,6 +231,32 @@ __global__ void __launch_bounds__(relu2::kThreads) quadKernel(const T* __restric
     relu2::forEachOutputRow<kCap>(tile, E, acc, [&](int r) {
         const int64_t offset = (tile.bh * N + q0 + r) * E;
         return [=](int e, float value) { y[offset + e] = fromFloat<T>(value + lin[offset + e]); };
+    });
+}
+
+// quadKernel on tensor cores (T = __half or __nv_bfloat16, relu2mma::takes(S, E)): 64 queries per block.
+template <typename T, int kDim>
+__global__ void __launch_bounds__(attnx::relu2mma::kThreads) quadMmaKernel(const T* __restrict__ qq,
+    const T* __restrict__ qk, const T* __restrict__ v, const float* __restrict__ lin, T* __restrict__ y, int64_t N,
+    int S, int E, int64_t g, float sq, int causal)
+{
+    namespace mma = attnx::relu2mma;
+    extern __shared__ float4 mmaShared[]; // 16-byte aligned, as ldmatrix and cp.async need
+    const mma::QueryTile tile = mma::queryTile(N);
+    const int64_t q0 = tile.q0;
+    const KeyRange keys = chunkKeys(q0, tile.rows, g, N, causal);
+    auto keep = [&](int r, int64_t key) {
+        const int64_t chunkStart = (q0 + r) / g * g;
+        return key >= chunkStart && key < chunkStart + g && (!causal || key <= q0 + r);
+    };
+    mma::Output<kDim> o = {};
+    mma::accumulate<T, kDim>(reinterpret_cast<T*>(mmaShared), qq + (tile.bh * N + q0) * S, qk + tile.bh * N * S,
+        v + tile.bh * N * E, tile.rows, S, E, sq, keys.begin, keys.end, keep, o);
+    const int64_t base = (tile.bh * N + q0) * E;
+    mma::forEachOutputPair<kDim>(tile.rows, E, o, [&](int r, int e, float a, float b) {
+        const int64_t at = base + int64_t(r) * E + e;
+        y[at] = fromFloat<T>(a + lin[at]);
+        y[at + 1] = fromFloat<T>(b + lin[at + 1]);
     });
 }
 
@@ -246,6 +289,16 @@ int launch(const void* quadQ, const void* quadK, const void* linQ, const void* l
     }
     if (cudaGetLastError() != cudaSuccess)
         return ATTNX_ERR_CUDA;
+    namespace mma = attnx::relu2mma;
+    if constexpr (!std::is_same<T, float>::value)
+    {
+        if (mma::takes(S, E))
+            return mma::withDimFor(S, E, [&](auto dim) {
+                constexpr int kDim = decltype(dim)::value;
+                return mma::launch<T>(quadMmaKernel<T, kDim>, BH, N, S, E, stream, qq, qk, vt,
+                    static_cast<const float*>(lin), yt, N, S, E, g, sq, causal);
+            });
+    }
     return relu2::withTileFor(S, E, [&](auto cap) {
         constexpr int kCap = decltype(cap)::value;
         return relu2::launchTiles<kCap>(quadKernel<T, kCap>, BH, N, S, E, stream, qq, qk, vt,

@@ -1,17 +1,22 @@
-// ReluSquaredAttention kernel (float32 accumulation; float32/float16/bfloat16 I/O): the tiled relu²
-// core of reluSquaredTiles.cuh over every key, with the optional bias read in place (broadcast axes
-// by stride 0, never expanded). Under causal the walk stops at the tile holding the
-// block's last query (tiles above the diagonal are skipped) and the diagonal tile is masked.
+// ReluSquaredAttention kernels (float32 accumulation; float32/float16/bfloat16 I/O), with the optional
+// bias read in place (broadcast axes by stride 0, never expanded). float16 and bfloat16 with head dims
+// that are multiples of 16 up to 128 run on tensor cores (reluSquaredMma.cuh); float32 and other head
+// dims on the CUDA-core relu² core of reluSquaredTiles.cuh. Either way every key is visited in tiles;
+// under causal the walk stops at the tile holding the block's last query (tiles above the diagonal
+// are skipped) and the diagonal tile is masked.
 //
-// The length norm is a per-row factor, applied once to the finished row: relu(s·qk)²/L (outside)
-// and relu(s·qk/L)² = relu(s·qk)²/L² (inside) differ from the reference only in float rounding.
+// The length norm is a per-row factor, applied once to the finished float32 row: relu(s·qk)²/L
+// (outside) and relu(s·qk/L)² = relu(s·qk)²/L² (inside) differ from the reference only in float
+// rounding.
 #include "reluSquaredAttentionKernel.h"
 
+#include "reluSquaredMma.cuh"
 #include "reluSquaredTiles.cuh"
 
 #include <cuda_runtime.h>
 
 #include <cmath>
+#include <type_traits>
 
 namespace
 {
@@ -49,6 +54,20 @@ BiasStrides biasStrides(int64_t b, int64_t h, int64_t n, int64_t m)
     return {b == 1 ? 0 : h * n * m, h == 1 ? 0 : n * m, n == 1 ? 0 : m, m == 1 ? 0 : 1};
 }
 
+// The factor of row `row` (its position in the sequence): 1/L outside, 1/L² inside the square.
+__device__ __forceinline__ float lengthFactor(int64_t row, int64_t M, int causal, int norm, int fixedLength, int inside)
+{
+    float length = 1.f;
+    if (norm == ATTNX_NORM_N || (norm == ATTNX_NORM_VISIBLE && !causal))
+        length = float(M);
+    else if (norm == ATTNX_NORM_VISIBLE)
+        length = float(row + 1);
+    else if (norm == ATTNX_NORM_FIXED)
+        length = float(fixedLength);
+    const float inv = 1.f / length;
+    return inside ? inv * inv : inv;
+}
+
 // Every query's keys 0..M−1 (under causal 0..i): the walk stops at the tile holding the block's last
 // query and the diagonal tile is masked. The length norm scales each finished row once.
 template <typename T, int kCap, bool kBias>
@@ -75,17 +94,41 @@ __global__ void __launch_bounds__(kThreads) reluSquaredKernel(const T* __restric
 
     forEachOutputRow<kCap>(tile, E, acc, [&](int r) {
         const int64_t row = q0 + r;
-        float length = 1.f;
-        if (norm == ATTNX_NORM_N || (norm == ATTNX_NORM_VISIBLE && !causal))
-            length = float(M);
-        else if (norm == ATTNX_NORM_VISIBLE)
-            length = float(row + 1);
-        else if (norm == ATTNX_NORM_FIXED)
-            length = float(fixedLength);
-        const float inv = 1.f / length;
-        const float factor = inside ? inv * inv : inv;
+        const float factor = lengthFactor(row, M, causal, norm, fixedLength, inside);
         T* yr = y + (tile.bh * N + row) * E;
         return [=](int e, float value) { yr[e] = fromFloat<T>(value * factor); };
+    });
+}
+
+// The same on tensor cores (T = __half or __nv_bfloat16, relu2mma::takes(D, E)): 64 queries per block.
+template <typename T, int kDim, bool kBias>
+__global__ void __launch_bounds__(attnx::relu2mma::kThreads) reluSquaredMmaKernel(const T* __restrict__ q,
+    const T* __restrict__ k, const T* __restrict__ v, const T* __restrict__ bias, BiasStrides bs, T* __restrict__ y,
+    int64_t H, int64_t N, int64_t M, int D, int E, float scale, int causal, int norm, int fixedLength, int inside)
+{
+    namespace mma = attnx::relu2mma;
+    extern __shared__ float4 mmaShared[]; // 16-byte aligned, as ldmatrix and cp.async need
+    T* tiles = reinterpret_cast<T*>(mmaShared);
+    const mma::QueryTile tile = mma::queryTile(N);
+    const int64_t q0 = tile.q0;
+    const int64_t kEnd = causal ? q0 + tile.rows : M; // causal: M == N and keys after the last query add nothing
+    const T* qb = q + (tile.bh * N + q0) * D;
+    const T* kb = k + tile.bh * M * D;
+    const T* vb = v + tile.bh * M * E;
+    auto keep = [&](int r, int64_t key) { return !causal || key <= q0 + r; };
+    mma::Output<kDim> o = {};
+    if constexpr (kBias)
+    {
+        const BiasView<T> view{bias + (tile.bh / H) * bs.sb + (tile.bh % H) * bs.sh, bs.sn, bs.sm, q0};
+        mma::accumulate<T, kDim>(tiles, qb, kb, vb, tile.rows, D, E, scale, 0, kEnd, keep, o, view);
+    }
+    else
+        mma::accumulate<T, kDim>(tiles, qb, kb, vb, tile.rows, D, E, scale, 0, kEnd, keep, o);
+    T* yb = y + (tile.bh * N + q0) * E;
+    mma::forEachOutputPair<kDim>(tile.rows, E, o, [&](int r, int e, float a, float b) {
+        const float factor = lengthFactor(q0 + r, M, causal, norm, fixedLength, inside);
+        yb[int64_t(r) * E + e] = fromFloat<T>(a * factor);
+        yb[int64_t(r) * E + e + 1] = fromFloat<T>(b * factor);
     });
 }
 
@@ -94,6 +137,18 @@ int launch(const void* q, const void* k, const void* v, const void* bias, BiasSt
     int64_t H, int64_t N, int64_t M, int D, int E, int causal, float scale, int norm, int fixedLength, int inside,
     cudaStream_t stream)
 {
+    namespace mma = attnx::relu2mma;
+    if constexpr (!std::is_same<T, float>::value)
+    {
+        if (mma::takes(D, E))
+            return mma::withDimFor(D, E, [&](auto dim) {
+                constexpr int kDim = decltype(dim)::value;
+                auto kernel = bias ? reluSquaredMmaKernel<T, kDim, true> : reluSquaredMmaKernel<T, kDim, false>;
+                return mma::launch<T>(kernel, B * H, N, D, E, stream, static_cast<const T*>(q),
+                    static_cast<const T*>(k), static_cast<const T*>(v), static_cast<const T*>(bias), bs,
+                    static_cast<T*>(y), H, N, M, D, E, scale, causal, norm, fixedLength, inside);
+            });
+    }
     // a kernel without the bias path where there is none, so the common case keeps its registers
     return withTileFor(D, E, [&](auto cap) {
         constexpr int kCap = decltype(cap)::value;

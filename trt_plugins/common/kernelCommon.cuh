@@ -1,10 +1,15 @@
-// Device helpers the attnx kernels share: conversions between their I/O types (float32, float16,
-// bfloat16) and the float32 they accumulate in, and the register-tile update of a matrix product.
-// Included by the *Kernel.cu files only; free of TensorRT.
+// Helpers the attnx kernels share: conversions between their I/O types (float32, float16, bfloat16)
+// and the float32 they accumulate in, the register-tile update of a matrix product, and a launch
+// with dynamic shared memory. Included by the *Kernel.cu files only; free of TensorRT.
 #pragma once
+
+#include "attnxKernelApi.h"
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cstddef>
 
 namespace attnx
 {
@@ -28,6 +33,19 @@ __device__ __forceinline__ void addOuterProduct(float (&acc)[R][C], const float 
 #pragma unroll
         for (int j = 0; j < C; ++j)
             acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
+}
+
+// kernel<<<blocks, threads, sharedBytes, stream>>>(args...), opting in first where sharedBytes is above
+// the 48 KiB every device gives without asking; ATTNX_ERR_CUDA when the opt-in or the launch fails.
+template <typename... KernelArgs, typename... Args>
+int launchWithShared(void (*kernel)(KernelArgs...), unsigned blocks, unsigned threads, size_t sharedBytes,
+    cudaStream_t stream, Args... args)
+{
+    if (sharedBytes > 48 * 1024
+        && cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(sharedBytes)) != cudaSuccess)
+        return ATTNX_ERR_CUDA;
+    kernel<<<blocks, threads, sharedBytes, stream>>>(args...);
+    return cudaGetLastError() == cudaSuccess ? ATTNX_OK : ATTNX_ERR_CUDA;
 }
 
 } // namespace attnx

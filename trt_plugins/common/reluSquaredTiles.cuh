@@ -228,12 +228,7 @@ int launchTiles(void (*kernel)(KernelArgs...), int64_t BH, int64_t N, int D, int
     const int64_t blocks = BH * ((N + kBQ - 1) / kBQ);
     if (blocks > 0x7fffffffLL)
         return ATTNX_ERR_SHAPE;
-    const size_t bytes = sharedBytes<kCap>(D, E);
-    if (bytes > kDefaultSharedBytes
-        && cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)) != cudaSuccess)
-        return ATTNX_ERR_CUDA;
-    kernel<<<unsigned(blocks), kThreads, bytes, stream>>>(args...);
-    return cudaGetLastError() == cudaSuccess ? ATTNX_OK : ATTNX_ERR_CUDA;
+    return launchWithShared(kernel, unsigned(blocks), kThreads, sharedBytes<kCap>(D, E), stream, args...);
 }
 
 // f(std::integral_constant<int, kCap>{}) for the narrowest tile that holds head dims D and E.

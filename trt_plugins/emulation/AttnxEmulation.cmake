@@ -1,11 +1,11 @@
-# attnx_add_emulated_library(<target> SOURCES <.cu files> [DEVICE_HEADERS <.cuh files>]
-#                            [OTHER_SOURCES <.cpp files>] INCLUDE_DIRS <dirs>)
+# attnx_add_emulated_library(<target> SOURCES <.cu files> [OTHER_SOURCES <.cpp files>]
+#                            INCLUDE_DIRS <dirs>)
 #
 # A shared library of CUDA kernel sources compiled by the host compiler onto the CPU emulator
-# (emulator.cpp). Each .cu and .cuh is copied into one folder of the build tree with the two
-# constructs no header can define rewritten, and with a #line directive so diagnostics and __FILE__
-# name the original (a quoted #include looks in the including file's folder first, so the copies
-# include each other):
+# (emulator.cpp). Each .cu, and each .cuh in INCLUDE_DIRS, is copied into one folder of the build
+# tree with the two constructs no header can define rewritten, and with a #line directive so
+# diagnostics and __FILE__ name the original (a quoted #include looks in the including file's folder
+# first, so the copies include each other):
 #   kernel<<<grid, block[, shared[, stream]]>>>(args)
 #       -> kernel ^ ::attnx_emu::LaunchConfig(__FILE__, __LINE__, grid, block[, shared[, stream]])
 #                 ^ ::attnx_emu::arguments(args)
@@ -16,9 +16,15 @@ set(ATTNX_EMULATION_DIR "${CMAKE_CURRENT_LIST_DIR}")
 option(ATTNX_EMU_UCONTEXT "switch fibers with ucontext, as off x86-64, instead of the x86-64 register switch" OFF)
 
 function(attnx_add_emulated_library target)
-  cmake_parse_arguments(ARG "" "" "SOURCES;DEVICE_HEADERS;OTHER_SOURCES;INCLUDE_DIRS" ${ARGN})
+  cmake_parse_arguments(ARG "" "" "SOURCES;OTHER_SOURCES;INCLUDE_DIRS" ${ARGN})
+  set(device_headers)
+  foreach(dir IN LISTS ARG_INCLUDE_DIRS)
+    file(GLOB found CONFIGURE_DEPENDS "${dir}/*.cuh")
+    list(APPEND device_headers ${found})
+  endforeach()
+  list(REMOVE_DUPLICATES device_headers)
   set(generated)
-  foreach(src IN LISTS ARG_SOURCES ARG_DEVICE_HEADERS)
+  foreach(src IN LISTS ARG_SOURCES device_headers)
     get_filename_component(src "${src}" ABSOLUTE)
     get_filename_component(name "${src}" NAME)
     file(READ "${src}" text)

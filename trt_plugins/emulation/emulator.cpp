@@ -1,11 +1,13 @@
 // The CUDA emulator: runs kernels compiled for the host (attnx_emulation.h) on the CPU, one fiber per
 // CUDA thread. Blocks are shared out to a pool of worker threads; a worker runs one block at a time
 // and switches between the block's fibers at barriers: every runnable fiber runs, in thread order
-// (ascending or descending), until it reaches __syncthreads, a shuffle or its end; then a warp whose
-// 32 lanes all wait at the same shuffle, or a block whose threads all wait at the same
-// __syncthreads, is released. Threads that can never be released (a barrier some threads skip, lanes
-// at different shuffles) fail the launch with a description rather than hang. The launch rules a
-// device enforces (block and grid sizes, dynamic shared memory and its opt-in) are checked first.
+// (ascending or descending), until it reaches __syncthreads, a warp instruction (a shuffle, ldmatrix,
+// mma) or its end; then a warp whose 32 lanes all wait at the same warp instruction has it carried
+// out for all lanes at once, from the operands they all hold at that moment, and goes on; a block
+// whose threads all wait at the same __syncthreads goes on. Threads that can never go on (a barrier
+// some threads skip, lanes at different warp instructions) fail the launch with a description rather
+// than hang. The launch rules a device enforces (block and grid sizes, dynamic shared memory and its
+// opt-in) are checked first. cp.async copies are made when their thread waits for them.
 #include "attnxEmulatorApi.h"
 #include "attnx_emulation.h"
 
@@ -162,8 +164,51 @@ enum class State
 {
     Runnable,
     AtSyncthreads,
-    AtShuffle,
+    AtWarp, // at a warp instruction: `request` says which
     Done
+};
+
+enum class WarpOp
+{
+    Shuffle,
+    Ldmatrix,
+    Mma16816,
+    Mma1688Tf32
+};
+
+const char* warpOpName(WarpOp op)
+{
+    switch (op)
+    {
+    case WarpOp::Shuffle: return "__shfl_xor_sync";
+    case WarpOp::Ldmatrix: return "ldmatrix";
+    case WarpOp::Mma16816: return "mma.m16n8k16";
+    case WarpOp::Mma1688Tf32: return "mma.m16n8k8.tf32";
+    }
+    return "?";
+}
+
+// A lane's part of a warp instruction: its operands, and where its result goes (on its own stack,
+// which stays put while it waits).
+struct WarpRequest
+{
+    WarpOp op = WarpOp::Shuffle;
+    uint64_t bits = 0;              // shuffle: the lane's value
+    int laneMask = 0;               // shuffle
+    const void* address = nullptr;  // ldmatrix: the row this lane points at
+    int count = 0;                  // ldmatrix: matrices (1, 2, 4)
+    bool flag = false;              // ldmatrix: .trans; mma16816: bf16 (else f16)
+    const uint32_t* a = nullptr;    // mma
+    const uint32_t* b = nullptr;    // mma
+    void* out = nullptr;            // uint64_t (shuffle), uint32_t[count] (ldmatrix), float[4] (mma, += )
+};
+
+// A cp.async this thread issued and has not waited for.
+struct PendingCopy
+{
+    void* dst;
+    const void* src;
+    int srcBytes;
 };
 
 struct Fiber
@@ -175,7 +220,9 @@ struct Fiber
     State state = State::Runnable;
     const char* file = "";
     int line = 0;
-    int parity = 0; // which exchange buffer its next shuffle uses
+    WarpRequest request;
+    std::vector<PendingCopy> copies;
+    std::vector<size_t> groupEnds; // copies[0, groupEnds[g]) belong to committed groups 0..g
 };
 
 struct Launch
@@ -190,9 +237,6 @@ struct Worker
 {
     Context scheduler;
     std::vector<Fiber> fibers;
-    // shuffles alternate between two buffers, so a lane's next shuffle cannot overwrite a value that
-    // a slower lane of the warp has yet to read
-    std::vector<uint64_t> exchange[2];
     std::vector<unsigned char> shared; // dynamic shared memory, then kCanaryBytes
     const Launch* launch = nullptr;
     Fiber* running = nullptr;
@@ -235,6 +279,13 @@ std::string where(const Fiber& f, const LaunchConfig& cfg)
     return "thread " + triple(f.idx.thread) + " of block " + triple(f.idx.block) + " of " + site(cfg);
 }
 
+std::string hexAddress(const void* p)
+{
+    char text[32];
+    std::snprintf(text, sizeof text, "%p", p);
+    return text;
+}
+
 std::string at(const char* file, int line)
 {
     return std::string(file) + ":" + std::to_string(line);
@@ -266,19 +317,19 @@ std::string describeStall(const Worker& w, unsigned n)
 {
     const LaunchConfig& cfg = *w.launch->cfg;
     const std::string block = "block " + triple(w.fibers[0].idx.block) + " of " + site(cfg);
-    // a warp with lanes at a shuffle that cannot complete
+    // a warp with lanes at a warp instruction that cannot complete
     for (unsigned w0 = 0; w0 < n; w0 += kWarpSize)
     {
         const unsigned lanes = std::min(kWarpSize, n - w0);
         const Fiber* waiting = nullptr;
         for (unsigned l = 0; l < lanes && !waiting; ++l)
-            if (w.fibers[w0 + l].state == State::AtShuffle)
+            if (w.fibers[w0 + l].state == State::AtWarp)
                 waiting = &w.fibers[w0 + l];
         if (!waiting)
             continue;
         const std::string head = "warp " + std::to_string(w0 / kWarpSize) + " of " + block + ": lane "
-            + std::to_string(waiting->linear - w0) + " waits at the full-warp shuffle at "
-            + at(waiting->file, waiting->line);
+            + std::to_string(waiting->linear - w0) + " waits at the full-warp " + warpOpName(waiting->request.op)
+            + " at " + at(waiting->file, waiting->line);
         if (lanes < kWarpSize)
             return head + ", but the warp has only " + std::to_string(lanes) + " lanes (the block has "
                 + std::to_string(n) + " threads)";
@@ -289,8 +340,9 @@ std::string describeStall(const Worker& w, unsigned n)
                 return head + ", but lane " + std::to_string(l) + " has exited";
             if (f.state == State::AtSyncthreads)
                 return head + ", but lane " + std::to_string(l) + " waits at __syncthreads at " + at(f.file, f.line);
-            if (f.state == State::AtShuffle && (f.file != waiting->file || f.line != waiting->line))
-                return head + ", but lane " + std::to_string(l) + " waits at the shuffle at " + at(f.file, f.line);
+            if (f.state == State::AtWarp && (f.file != waiting->file || f.line != waiting->line))
+                return head + ", but lane " + std::to_string(l) + " waits at the " + warpOpName(f.request.op) + " at "
+                    + at(f.file, f.line);
         }
     }
     // only __syncthreads waiters and exited threads are left
@@ -316,20 +368,174 @@ std::string describeStall(const Worker& w, unsigned n)
         + "__syncthreads at " + sites.begin()->first + " (a barrier every thread of the block must reach)";
 }
 
-bool releaseShuffles(Worker& w, unsigned n)
+uint16_t halfAt(const void* p, int element)
+{
+    uint16_t h;
+    std::memcpy(&h, static_cast<const unsigned char*>(p) + 2 * element, 2);
+    return h;
+}
+
+// The 16-bit element `i` (0 low, 1 high) of a register, as a float of its type.
+float unpack(uint32_t reg, int i, bool bf16)
+{
+    const uint16_t h = uint16_t(reg >> (16 * i));
+    if (bf16)
+    {
+        const uint32_t bits = uint32_t(h) << 16;
+        float f;
+        std::memcpy(&f, &bits, 4);
+        return f;
+    }
+    __half_raw raw;
+    raw.x = h;
+    return __half2float(__half(raw));
+}
+
+float tf32(uint32_t reg)
+{
+    const uint32_t bits = reg & 0xffffe000u; // the tensor core reads 10 bits of mantissa
+    float f;
+    std::memcpy(&f, &bits, 4);
+    return f;
+}
+
+// Carries out the warp instruction its 32 lanes (fibers lane[0..31]) wait at, all operands read now,
+// as the device reads them at once; "" or what was wrong with it.
+std::string performWarp(Fiber* const* lane)
+{
+    const WarpRequest& first = lane[0]->request;
+    for (unsigned l = 1; l < kWarpSize; ++l)
+    {
+        const WarpRequest& r = lane[l]->request;
+        if (r.op != first.op || r.count != first.count || r.flag != first.flag)
+            return std::string("lanes disagree about the ") + warpOpName(first.op) + " (shape or qualifiers)";
+    }
+    switch (first.op)
+    {
+    case WarpOp::Shuffle:
+    {
+        uint64_t value[kWarpSize];
+        for (unsigned l = 0; l < kWarpSize; ++l)
+            value[l] = lane[l]->request.bits;
+        for (unsigned l = 0; l < kWarpSize; ++l)
+            *static_cast<uint64_t*>(lane[l]->request.out) = value[l ^ unsigned(lane[l]->request.laneMask)];
+        return "";
+    }
+    case WarpOp::Ldmatrix:
+    {
+        for (unsigned l = 0; l < kWarpSize; ++l)
+            if (l < 8u * unsigned(first.count) && reinterpret_cast<uintptr_t>(lane[l]->request.address) % 16 != 0)
+                return "ldmatrix: lane " + std::to_string(l) + "'s row address " + hexAddress(lane[l]->request.address)
+                    + " is not 16-byte aligned";
+        // matrix m's eight rows are those lanes 8m..8m+7 point at; lane l receives, of each, row l/4 and
+        // columns 2(l%4), 2(l%4)+1, or with .trans column l/4 of rows 2(l%4), 2(l%4)+1
+        uint32_t result[kWarpSize][4];
+        for (unsigned l = 0; l < kWarpSize; ++l)
+            for (int m = 0; m < first.count; ++m)
+            {
+                const unsigned g = l / 4;
+                const unsigned t = l % 4;
+                uint16_t lo, hi;
+                if (first.flag)
+                {
+                    lo = halfAt(lane[8 * m + 2 * t]->request.address, int(g));
+                    hi = halfAt(lane[8 * m + 2 * t + 1]->request.address, int(g));
+                }
+                else
+                {
+                    lo = halfAt(lane[8 * m + g]->request.address, int(2 * t));
+                    hi = halfAt(lane[8 * m + g]->request.address, int(2 * t + 1));
+                }
+                result[l][m] = uint32_t(lo) | (uint32_t(hi) << 16);
+            }
+        for (unsigned l = 0; l < kWarpSize; ++l)
+            std::memcpy(lane[l]->request.out, result[l], sizeof(uint32_t) * size_t(first.count));
+        return "";
+    }
+    case WarpOp::Mma16816:
+    case WarpOp::Mma1688Tf32:
+    {
+        const bool tf = first.op == WarpOp::Mma1688Tf32;
+        const int K = tf ? 8 : 16;
+        float A[16][16];
+        float B[16][8];
+        for (unsigned l = 0; l < kWarpSize; ++l)
+        {
+            const unsigned g = l / 4;
+            const unsigned t = l % 4;
+            const uint32_t* a = lane[l]->request.a;
+            const uint32_t* b = lane[l]->request.b;
+            if (tf)
+            {
+                A[g][t] = tf32(a[0]);
+                A[g + 8][t] = tf32(a[1]);
+                A[g][t + 4] = tf32(a[2]);
+                A[g + 8][t + 4] = tf32(a[3]);
+                B[t][g] = tf32(b[0]);
+                B[t + 4][g] = tf32(b[1]);
+            }
+            else
+            {
+                for (int i = 0; i < 2; ++i)
+                {
+                    A[g][2 * t + i] = unpack(a[0], i, first.flag);
+                    A[g + 8][2 * t + i] = unpack(a[1], i, first.flag);
+                    A[g][2 * t + 8 + i] = unpack(a[2], i, first.flag);
+                    A[g + 8][2 * t + 8 + i] = unpack(a[3], i, first.flag);
+                    B[2 * t + i][g] = unpack(b[0], i, first.flag);
+                    B[2 * t + 8 + i][g] = unpack(b[1], i, first.flag);
+                }
+            }
+        }
+        // products are exact in float32 for these inputs; the sum is kept in double and added to the
+        // accumulator once
+        for (unsigned l = 0; l < kWarpSize; ++l)
+        {
+            float* d = static_cast<float*>(lane[l]->request.out);
+            const unsigned g = l / 4;
+            const unsigned t = l % 4;
+            for (int r = 0; r < 4; ++r)
+            {
+                const unsigned row = g + 8 * unsigned(r / 2);
+                const unsigned col = 2 * t + unsigned(r % 2);
+                double sum = 0.0;
+                for (int k = 0; k < K; ++k)
+                    sum += double(A[row][k]) * double(B[k][col]);
+                d[r] = float(double(d[r]) + sum);
+            }
+        }
+        return "";
+    }
+    }
+    return "unknown warp instruction";
+}
+
+// Carries out and releases every warp whose 32 lanes wait at the same warp instruction; false when
+// none did. A failed instruction leaves its text in w.error.
+bool releaseWarps(Worker& w, unsigned n)
 {
     bool released = false;
     for (unsigned w0 = 0; w0 + kWarpSize <= n; w0 += kWarpSize)
     {
         const Fiber& first = w.fibers[w0];
-        bool all = first.state == State::AtShuffle;
+        bool all = first.state == State::AtWarp;
         for (unsigned l = 1; l < kWarpSize && all; ++l)
         {
             const Fiber& f = w.fibers[w0 + l];
-            all = f.state == State::AtShuffle && f.file == first.file && f.line == first.line;
+            all = f.state == State::AtWarp && f.file == first.file && f.line == first.line;
         }
         if (!all)
             continue;
+        Fiber* lanes[kWarpSize];
+        for (unsigned l = 0; l < kWarpSize; ++l)
+            lanes[l] = &w.fibers[w0 + l];
+        const std::string failed = performWarp(lanes);
+        if (!failed.empty())
+        {
+            w.error = "warp " + std::to_string(w0 / kWarpSize) + " of block " + triple(first.idx.block) + " of "
+                + site(*w.launch->cfg) + " at " + at(first.file, first.line) + ": " + failed;
+            return false;
+        }
         for (unsigned l = 0; l < kWarpSize; ++l)
             w.fibers[w0 + l].state = State::Runnable;
         released = true;
@@ -358,8 +564,6 @@ bool runBlock(Worker& w, uint3 block)
     const unsigned n = cfg.block.x * cfg.block.y * cfg.block.z;
     if (w.fibers.size() < n)
         w.fibers.resize(n);
-    for (auto& buffer : w.exchange)
-        buffer.assign(n, 0);
     for (unsigned t = 0; t < n; ++t)
     {
         Fiber& f = w.fibers[t];
@@ -369,7 +573,8 @@ bool runBlock(Worker& w, uint3 block)
             cfg.block, cfg.grid};
         f.linear = t;
         f.state = State::Runnable;
-        f.parity = 0;
+        f.copies.clear();
+        f.groupEnds.clear();
         prepareContext(f.ctx, f.stack->low(), kStackBytes, fiberMain);
     }
     std::fill(w.shared.begin(), w.shared.end(), kFill);
@@ -393,9 +598,10 @@ bool runBlock(Worker& w, uint3 block)
             return false;
         if (std::all_of(w.fibers.begin(), w.fibers.begin() + n, [](const Fiber& f) { return f.state == State::Done; }))
             break;
-        if (releaseShuffles(w, n) || releaseSyncthreads(w, n))
+        if (releaseWarps(w, n) || releaseSyncthreads(w, n))
             continue;
-        w.error = describeStall(w, n);
+        if (w.error.empty())
+            w.error = describeStall(w, n);
         return false;
     }
     const auto canary = w.shared.begin() + ptrdiff_t(cfg.sharedBytes);
@@ -421,13 +627,6 @@ struct Guarded
 
 std::mutex guardedMutex;
 std::map<const void*, Guarded> guarded; // by the buffer's address
-
-std::string hexAddress(const void* p)
-{
-    char text[32];
-    std::snprintf(text, sizeof text, "%p", p);
-    return text;
-}
 
 // Where `addr` lies relative to a guarded buffer whose guard pages hold it, or "" (the handler cannot
 // wait for the lock: a fault while another thread allocates is described without it).
@@ -662,20 +861,104 @@ void syncthreads(const char* file, int line)
     switchContext(f.ctx, w.scheduler);
 }
 
-uint64_t shuffleXor(const char* file, int line, unsigned mask, uint64_t bits, int laneMask, int width)
+namespace
+{
+
+// Parks the running fiber at a warp instruction until its warp has carried it out.
+void waitForWarp(const char* file, int line, const WarpRequest& request)
 {
     Worker& w = *tlsWorker;
     Fiber& f = *w.running;
-    if (mask != 0xffffffffu || width != int(kWarpSize) || laneMask < 0 || laneMask >= int(kWarpSize))
-        failInFiber("only full-warp __shfl_xor_sync (mask 0xffffffff, width 32, lane mask 0 to 31) is emulated");
-    const int parity = f.parity;
-    f.parity ^= 1;
-    w.exchange[parity][f.linear] = bits;
-    f.state = State::AtShuffle;
+    f.request = request;
+    f.state = State::AtWarp;
     f.file = file;
     f.line = line;
     switchContext(f.ctx, w.scheduler);
-    return w.exchange[parity][f.linear ^ unsigned(laneMask)];
+}
+
+} // namespace
+
+uint64_t shuffleXor(const char* file, int line, unsigned mask, uint64_t bits, int laneMask, int width)
+{
+    if (mask != 0xffffffffu || width != int(kWarpSize) || laneMask < 0 || laneMask >= int(kWarpSize))
+        failInFiber("only full-warp __shfl_xor_sync (mask 0xffffffff, width 32, lane mask 0 to 31) is emulated");
+    uint64_t result = 0;
+    WarpRequest r;
+    r.op = WarpOp::Shuffle;
+    r.bits = bits;
+    r.laneMask = laneMask;
+    r.out = &result;
+    waitForWarp(file, line, r);
+    return result;
+}
+
+void ldmatrix(const char* file, int line, uint32_t* regs, int count, bool trans, const void* rowAddress)
+{
+    if (count != 1 && count != 2 && count != 4)
+        failInFiber("ldmatrix loads 1, 2 or 4 matrices");
+    WarpRequest r;
+    r.op = WarpOp::Ldmatrix;
+    r.address = rowAddress;
+    r.count = count;
+    r.flag = trans;
+    r.out = regs;
+    waitForWarp(file, line, r);
+}
+
+void mma16816(const char* file, int line, float* d, const uint32_t* a, const uint32_t* b, bool bf16)
+{
+    WarpRequest r;
+    r.op = WarpOp::Mma16816;
+    r.a = a;
+    r.b = b;
+    r.flag = bf16;
+    r.out = d;
+    waitForWarp(file, line, r);
+}
+
+void mma1688Tf32(const char* file, int line, float* d, const uint32_t* a, const uint32_t* b)
+{
+    WarpRequest r;
+    r.op = WarpOp::Mma1688Tf32;
+    r.a = a;
+    r.b = b;
+    r.out = d;
+    waitForWarp(file, line, r);
+}
+
+void cpAsync16(void* dst, const void* src, int srcBytes)
+{
+    if (reinterpret_cast<uintptr_t>(dst) % 16 != 0 || (srcBytes > 0 && reinterpret_cast<uintptr_t>(src) % 16 != 0))
+        failInFiber("cp.async of 16 bytes needs 16-byte aligned source and destination");
+    if (srcBytes < 0 || srcBytes > 16)
+        failInFiber("cp.async: source size outside 0..16");
+    tlsWorker->running->copies.push_back({dst, src, srcBytes});
+}
+
+void cpAsyncCommit()
+{
+    Fiber& f = *tlsWorker->running;
+    f.groupEnds.push_back(f.copies.size());
+}
+
+void cpAsyncWait(int pendingGroups)
+{
+    Fiber& f = *tlsWorker->running;
+    const size_t groups = f.groupEnds.size();
+    if (groups <= size_t(pendingGroups))
+        return;
+    const size_t done = f.groupEnds[groups - size_t(pendingGroups) - 1]; // copies of the groups now complete
+    for (size_t i = 0; i < done; ++i)
+    {
+        const PendingCopy& c = f.copies[i];
+        std::memset(c.dst, 0, 16);
+        if (c.srcBytes > 0)
+            std::memcpy(c.dst, c.src, size_t(c.srcBytes));
+    }
+    f.copies.erase(f.copies.begin(), f.copies.begin() + ptrdiff_t(done));
+    f.groupEnds.erase(f.groupEnds.begin(), f.groupEnds.begin() + ptrdiff_t(groups - size_t(pendingGroups)));
+    for (size_t& end : f.groupEnds)
+        end -= done;
 }
 
 void* dynamicShared()

@@ -14,6 +14,8 @@
 // define for a host compiler.
 #pragma once
 
+// kernel headers with device-only code (inline PTX) take the emulator's versions instead
+#define ATTNX_EMULATION 1
 #define __shared__ thread_local
 #define __launch_bounds__(...)
 
@@ -72,6 +74,21 @@ cudaError_t setFuncAttribute(const void* kernel, cudaFuncAttribute attr, int val
 
 void syncthreads(const char* file, int line);
 uint64_t shuffleXor(const char* file, int line, unsigned mask, uint64_t bits, int laneMask, int width);
+
+// The warp-collective tensor-core instructions of common/tensorCore.cuh, with the register layouts
+// of the PTX ISA ("Matrix Fragments for mma.m16n8k16", "ldmatrix"): every lane of the warp must
+// reach the same call site; `file` and `line` name it.
+// ldmatrix.sync.aligned.m8n8.x{count}[.trans].shared.b16: this lane's row address, `count` registers out.
+void ldmatrix(const char* file, int line, uint32_t* regs, int count, bool trans, const void* rowAddress);
+// mma.sync.aligned.m16n8k16.row.col.f32.{f16|bf16}: d += a·b (a: 4 registers, b: 2, d: 4 floats).
+void mma16816(const char* file, int line, float* d, const uint32_t* a, const uint32_t* b, bool bf16);
+// mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32: d += a·b.
+void mma1688Tf32(const char* file, int line, float* d, const uint32_t* a, const uint32_t* b);
+// cp.async.cg.shared.global: copies srcBytes of 16 from src and zero-fills the rest, but only when
+// this thread waits for the copy's group (cpAsyncWait), as the device promises no sooner.
+void cpAsync16(void* dst, const void* src, int srcBytes);
+void cpAsyncCommit();
+void cpAsyncWait(int pendingGroups); // cp.async.wait_group: all but the newest pendingGroups groups
 
 // The launch's dynamic shared memory (sharedBytes, 16-byte aligned), per block.
 void* dynamicShared();
