@@ -86,3 +86,35 @@ def test_gpu_check_allows_a_near_zero_reference_its_subnormal_spacing_and_no_mor
     assert gpu_check._compare((ref + 2 * step).to(torch.float16), ref, "fp16")["passed"]
     assert not gpu_check._compare((ref + 2e-6).to(torch.float16), ref, "fp16")["passed"]
     assert not gpu_check._compare((ref + 2 * step).float(), ref, "fp32")["passed"]  # float32 has no such slack
+
+
+def test_gpu_check_times_several_calls_per_interval():
+    """The benchmark timer spans `inner` back-to-back calls per pair of CUDA events (so host set-up between
+    calls does not idle the device inside the interval) and reports one call's share. A stand-in for
+    torch.cuda whose events read a call counter shows what it measures."""
+    import types
+
+    sys.path.insert(0, str(REPO / "tools"))
+    try:
+        import gpu_check
+    finally:
+        sys.path.remove(str(REPO / "tools"))
+    calls = []
+
+    class Event:
+        def __init__(self, enable_timing):
+            assert enable_timing
+            self.at = None
+
+        def record(self):
+            self.at = len(calls)
+
+        def synchronize(self):
+            pass
+
+        def elapsed_time(self, end):
+            return float(end.at - self.at)  # "milliseconds": calls between the two events
+
+    fake = types.SimpleNamespace(cuda=types.SimpleNamespace(Event=Event, synchronize=lambda: None))
+    assert gpu_check._time(fake, lambda: calls.append(1), reps=3, inner=10) == 1.0
+    assert len(calls) == 1 + 3 * 10  # a warm-up call, then three intervals of ten
