@@ -212,7 +212,7 @@ __global__ void __launch_bounds__(relu2::kThreads) quadKernel(const T* __restric
 {
     constexpr int kSR = relu2::Tile<kCap>::kSR;
     extern __shared__ float smem[];
-    const relu2::QueryTile tile = relu2::queryTile<kCap>(N);
+    const attnx::QueryTile tile = relu2::queryTile<kCap>(N);
     const int64_t q0 = tile.q0;
     const KeyRange keys = chunkKeys(q0, tile.rows, g, N, causal);
     const int ty = threadIdx.x / 16; // the score rows of this thread: ty + 16i
@@ -242,7 +242,7 @@ __global__ void __launch_bounds__(attnx::relu2mma::kThreads) quadMmaKernel(const
 {
     namespace mma = attnx::relu2mma;
     extern __shared__ float4 mmaShared[]; // 16-byte aligned, as ldmatrix and cp.async need
-    const mma::QueryTile tile = mma::queryTile(N);
+    const attnx::QueryTile tile = mma::queryTile(N);
     const int64_t q0 = tile.q0;
     const KeyRange keys = chunkKeys(q0, tile.rows, g, N, causal);
     auto keep = [&](int r, int64_t key) {

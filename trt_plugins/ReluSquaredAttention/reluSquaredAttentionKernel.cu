@@ -76,7 +76,7 @@ __global__ void __launch_bounds__(kThreads) reluSquaredKernel(const T* __restric
     int64_t M, int D, int E, float scale, int causal, int norm, int fixedLength, int inside)
 {
     extern __shared__ float smem[];
-    const QueryTile tile = queryTile<kCap>(N);
+    const attnx::QueryTile tile = queryTile<kCap>(N);
     const int64_t q0 = tile.q0;
     const int64_t kEnd = causal ? q0 + tile.rows : M; // causal: M == N and keys after the last query add nothing
     Accumulator<kCap> acc = {};
@@ -109,7 +109,7 @@ __global__ void __launch_bounds__(attnx::relu2mma::kThreads) reluSquaredMmaKerne
     namespace mma = attnx::relu2mma;
     extern __shared__ float4 mmaShared[]; // 16-byte aligned, as ldmatrix and cp.async need
     T* tiles = reinterpret_cast<T*>(mmaShared);
-    const mma::QueryTile tile = mma::queryTile(N);
+    const attnx::QueryTile tile = mma::queryTile(N);
     const int64_t q0 = tile.q0;
     const int64_t kEnd = causal ? q0 + tile.rows : M; // causal: M == N and keys after the last query add nothing
     const T* qb = q + (tile.bh * N + q0) * D;

@@ -35,17 +35,49 @@ __device__ __forceinline__ void addOuterProduct(float (&acc)[R][C], const float 
             acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
 }
 
+constexpr size_t kDefaultSharedBytes = 48 * 1024; // dynamic shared memory every device gives unasked
+
 // kernel<<<blocks, threads, sharedBytes, stream>>>(args...), opting in first where sharedBytes is above
-// the 48 KiB every device gives without asking; ATTNX_ERR_CUDA when the opt-in or the launch fails.
+// kDefaultSharedBytes; ATTNX_ERR_CUDA when the opt-in or the launch fails.
 template <typename... KernelArgs, typename... Args>
 int launchWithShared(void (*kernel)(KernelArgs...), unsigned blocks, unsigned threads, size_t sharedBytes,
     cudaStream_t stream, Args... args)
 {
-    if (sharedBytes > 48 * 1024
+    if (sharedBytes > kDefaultSharedBytes
         && cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(sharedBytes)) != cudaSuccess)
         return ATTNX_ERR_CUDA;
     kernel<<<blocks, threads, sharedBytes, stream>>>(args...);
     return cudaGetLastError() == cudaSuccess ? ATTNX_OK : ATTNX_ERR_CUDA;
+}
+
+// The queries of this block in a 1-D grid of query tiles of kBQ rows: block x serves b·h = x / tiles
+// and query tile tiles − 1 − x % tiles (the last tiles, which have the most keys under causal, start
+// first).
+struct QueryTile
+{
+    int64_t bh;
+    int64_t q0;
+    int rows; // up to kBQ; fewer in the last tile
+};
+
+template <int kBQ>
+__device__ __forceinline__ QueryTile queryTile(int64_t N)
+{
+    const int64_t tiles = (N + kBQ - 1) / kBQ;
+    const int64_t q0 = (tiles - 1 - int64_t(blockIdx.x) % tiles) * kBQ;
+    return {int64_t(blockIdx.x) / tiles, q0, int(N - q0 < kBQ ? N - q0 : kBQ)};
+}
+
+// Launches kernel over BH·⌈N/kBQ⌉ query tiles (launchWithShared); ATTNX_ERR_SHAPE when the grid
+// exceeds 31 bits.
+template <int kBQ, typename... KernelArgs, typename... Args>
+int launchQueryTiles(void (*kernel)(KernelArgs...), int64_t BH, int64_t N, unsigned threads, size_t sharedBytes,
+    cudaStream_t stream, Args... args)
+{
+    const int64_t blocks = BH * ((N + kBQ - 1) / kBQ);
+    if (blocks > 0x7fffffffLL)
+        return ATTNX_ERR_SHAPE;
+    return launchWithShared(kernel, unsigned(blocks), threads, sharedBytes, stream, args...);
 }
 
 } // namespace attnx

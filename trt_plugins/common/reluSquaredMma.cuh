@@ -58,20 +58,10 @@ size_t sharedBytes(int D, int E)
 template <int kDim>
 using Output = float[kDim / 8][4];
 
-// Block x serves b·h = x / tiles and query tile tiles − 1 − x % tiles (the last tiles, which have the
-// most keys under causal, start first).
-struct QueryTile
-{
-    int64_t bh;
-    int64_t q0;
-    int rows; // up to kBQ; fewer in the last tile
-};
-
+// This block's queries (kernelCommon.cuh's QueryTile, kBQ rows).
 __device__ __forceinline__ QueryTile queryTile(int64_t N)
 {
-    const int64_t tiles = (N + kBQ - 1) / kBQ;
-    const int64_t q0 = (tiles - 1 - int64_t(blockIdx.x) % tiles) * kBQ;
-    return {int64_t(blockIdx.x) / tiles, q0, int(N - q0 < kBQ ? N - q0 : kBQ)};
+    return attnx::queryTile<kBQ>(N);
 }
 
 struct NoBias
@@ -199,15 +189,11 @@ int withDimFor(int D, int E, F f)
     return f(std::integral_constant<int, 128>{});
 }
 
-// Launches kernel<<<BH·tiles, kThreads, sharedBytes>>>(args...) (launchWithShared). ATTNX_ERR_SHAPE
-// when the grid exceeds 31 bits, ATTNX_ERR_CUDA when the opt-in or the launch fails.
+// Launches kernel<<<BH·tiles, kThreads, sharedBytes<T>(D, E)>>>(args...) (launchQueryTiles).
 template <typename T, typename... KernelArgs, typename... Args>
 int launch(void (*kernel)(KernelArgs...), int64_t BH, int64_t N, int D, int E, cudaStream_t stream, Args... args)
 {
-    const int64_t blocks = BH * ((N + kBQ - 1) / kBQ);
-    if (blocks > 0x7fffffffLL)
-        return ATTNX_ERR_SHAPE;
-    return launchWithShared(kernel, unsigned(blocks), kThreads, sharedBytes<T>(D, E), stream, args...);
+    return launchQueryTiles<kBQ>(kernel, BH, N, kThreads, sharedBytes<T>(D, E), stream, args...);
 }
 
 } // namespace relu2mma

@@ -22,7 +22,6 @@ namespace relu2
 
 constexpr int kThreads = 256; // 8 warps; scores use them as a 16×16 grid
 constexpr int kWarps = kThreads / 32;
-constexpr size_t kDefaultSharedBytes = 48 * 1024; // above this a kernel must opt in
 constexpr size_t kMaxSharedBytes = 99 * 1024;     // the smallest opt-in limit among sm_80..sm_90 (sm_86/89)
 
 // Tile shape for head dims max(D, E) <= kCap, sized so shared memory stays within kMaxSharedBytes.
@@ -62,22 +61,11 @@ static_assert(Tile<128>::kBQ * 129 * sizeof(float) + Tile<128>::kBK * 129 * size
         <= kMaxSharedBytes,
     "128-wide tiles must fit the smallest opt-in shared memory");
 
-// This block's queries: 1-D grid, block x serves b·h = x / tiles and query tile tiles − 1 − x % tiles
-// (the last tiles, which have the most keys under causal, start first).
-struct QueryTile
-{
-    int64_t bh;
-    int64_t q0;
-    int rows; // up to kBQ; fewer in the last tile
-};
-
+// This block's queries (kernelCommon.cuh's QueryTile, kBQ = Tile<kCap>::kBQ).
 template <int kCap>
 __device__ __forceinline__ QueryTile queryTile(int64_t N)
 {
-    constexpr int kBQ = Tile<kCap>::kBQ;
-    const int64_t tiles = (N + kBQ - 1) / kBQ;
-    const int64_t q0 = (tiles - 1 - int64_t(blockIdx.x) % tiles) * kBQ;
-    return {int64_t(blockIdx.x) / tiles, q0, int(N - q0 < kBQ ? N - q0 : kBQ)};
+    return attnx::queryTile<Tile<kCap>::kBQ>(N);
 }
 
 template <int kCap>
@@ -218,17 +206,11 @@ __device__ __forceinline__ void forEachOutputRow(const QueryTile& tile, int E, c
     }
 }
 
-// Launches kernel<<<BH·tiles, kThreads, sharedBytes>>>(args...), opting in to more than the default
-// shared memory where the tile needs it. ATTNX_ERR_SHAPE when the grid exceeds 31 bits,
-// ATTNX_ERR_CUDA when the opt-in or the launch fails.
+// Launches kernel<<<BH·tiles, kThreads, sharedBytes<kCap>(D, E)>>>(args...) (launchQueryTiles).
 template <int kCap, typename... KernelArgs, typename... Args>
 int launchTiles(void (*kernel)(KernelArgs...), int64_t BH, int64_t N, int D, int E, cudaStream_t stream, Args... args)
 {
-    constexpr int kBQ = Tile<kCap>::kBQ;
-    const int64_t blocks = BH * ((N + kBQ - 1) / kBQ);
-    if (blocks > 0x7fffffffLL)
-        return ATTNX_ERR_SHAPE;
-    return launchWithShared(kernel, unsigned(blocks), kThreads, sharedBytes<kCap>(D, E), stream, args...);
+    return launchQueryTiles<Tile<kCap>::kBQ>(kernel, BH, N, kThreads, sharedBytes<kCap>(D, E), stream, args...);
 }
 
 // f(std::integral_constant<int, kCap>{}) for the narrowest tile that holds head dims D and E.
