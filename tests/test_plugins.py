@@ -496,8 +496,8 @@ def test_linear_attention_entry_point_refuses_bad_calls_on_the_host(plugin_lib):
     fake = 0x1000  # never dereferenced: every call below is refused first
 
     def call(N=8, M=8, D=16, E=16, causal=0, fm=0, normalize=1, eps=1e-6, chunk=64, dtype=1, s=None, z=None,
-             s_out=fake, z_out=fake, ws=None):
-        return fn(fake, fake, fake, s, z, fake, s_out, z_out, ws, 1, 2, N, M, D, E, causal, fm, normalize, eps,
+             s_out=fake, z_out=fake, ws=None, B=1):
+        return fn(fake, fake, fake, s, z, fake, s_out, z_out, ws, B, 2, N, M, D, E, causal, fm, normalize, eps,
                   chunk, dtype, None)
 
     cases = {"M != N with causal": (call(M=9, causal=1), 1), "N = 0": (call(N=0), 1),
@@ -506,6 +506,8 @@ def test_linear_attention_entry_point_refuses_bad_calls_on_the_host(plugin_lib):
              "causal 2": (call(causal=2), 4), "state_s without state_z": (call(s=fake), 5),
              "state_s_out without state_z_out": (call(z_out=None), 5),
              "causal float32 without workspace": (call(causal=1, dtype=0), 6),
+             # tensor cores: a block per (b, h, 64 columns of E): 2·(2²⁹ + 1)·4 blocks exceed the grid
+             "causal float16, B·H·E-tiles above 2³¹": (call(N=1, M=1, E=256, causal=1, B=2**29 + 1), 1),
              "non-causal, no state outputs, no workspace": (call(s_out=None, z_out=None), 6)}
     for what, (got, want) in cases.items():
         assert got == want, f"{what}: status {got} ({lib.attnx_status_string(got).decode()}), expected {want}"

@@ -692,8 +692,13 @@ int launch(const void* q, const void* k, const void* v, const float* s0, const f
     if constexpr (!std::is_same<T, float>::value)
     {
         if (causal && causalMmaTakes(D, E))
-            return attnx::launchWithShared(causalMmaKernel<T>, unsigned(BH * ((E + kTile - 1) / kTile)), kMmaThreads,
+        {
+            const int64_t blocks = BH * ((E + kTile - 1) / kTile); // the entry point checked B·H·chunks only
+            if (blocks > 0x7fffffffLL)
+                return ATTNX_ERR_SHAPE;
+            return attnx::launchWithShared(causalMmaKernel<T>, unsigned(blocks), kMmaThreads,
                 causalMmaSharedBytes<T>(D), stream, qt, kt, vt, s0, z0, yt, sOut, zOut, N, D, E, fm, normalize, eps);
+        }
     }
     if (causal)
     {
