@@ -39,6 +39,18 @@ PLUGIN_TEST_ARCHS = ("87", "90")  # Jetson Orin and Hopper, the two CI must alwa
 EMULATED_TEST_BUILD_DIR = Path(__file__).resolve().parents[1] / "build" / "kernels-emulated-tests"
 
 
+@pytest.fixture(scope="session")
+def gpu_check():
+    """tools/gpu_check.py as a module (tools/ is scripts, not a package)."""
+    tools = str(Path(__file__).resolve().parents[1] / "tools")
+    sys.path.insert(0, tools)
+    try:
+        import gpu_check as module
+    finally:
+        sys.path.remove(tools)
+    return module
+
+
 def require_cmake_and_nvcc(what: str) -> None:
     """Skip, saying why, where `what` cannot be built: no cmake, or no CUDA toolkit (nvcc, and with it
     CUDA's headers)."""

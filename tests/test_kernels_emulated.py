@@ -71,16 +71,11 @@ def test_gpu_check_runs_without_polygraphy_graphsurgeon_or_tensorrt(emulated_ker
     assert json.loads(report_path.read_text())["passed"]
 
 
-def test_gpu_check_allows_a_near_zero_reference_its_subnormal_spacing_and_no_more():
+def test_gpu_check_allows_a_near_zero_reference_its_subnormal_spacing_and_no_more(gpu_check):
     """An all-but-zero float16 reference (relu² of scores near 0) is compared to a few subnormal steps
     (float16's spacing below 6.1e-5 is 6e-8), and any larger error still fails."""
     import torch
 
-    sys.path.insert(0, str(REPO / "tools"))
-    try:
-        import gpu_check
-    finally:
-        sys.path.remove(str(REPO / "tools"))
     ref = torch.tensor([0.0, 0.0, 0.0, 0.0, 0.0, 1.3e-6], dtype=torch.float64)
     step = 2.0 ** -24
     assert gpu_check._compare((ref + 2 * step).to(torch.float16), ref, "fp16")["passed"]
@@ -88,17 +83,12 @@ def test_gpu_check_allows_a_near_zero_reference_its_subnormal_spacing_and_no_mor
     assert not gpu_check._compare((ref + 2 * step).float(), ref, "fp32")["passed"]  # float32 has no such slack
 
 
-def test_gpu_check_times_several_calls_per_interval():
+def test_gpu_check_times_several_calls_per_interval(gpu_check):
     """The benchmark timer spans `inner` back-to-back calls per pair of CUDA events (so host set-up between
     calls does not idle the device inside the interval) and reports one call's share. A stand-in for
     torch.cuda whose events read a call counter shows what it measures."""
     import types
 
-    sys.path.insert(0, str(REPO / "tools"))
-    try:
-        import gpu_check
-    finally:
-        sys.path.remove(str(REPO / "tools"))
     calls = []
 
     class Event:

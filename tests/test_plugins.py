@@ -419,16 +419,11 @@ def _c_signatures() -> dict[str, tuple[str, list[str]]]:
     return out
 
 
-def test_gpu_check_calls_every_kernel_with_the_headers_signatures(plugin_lib):
+def test_gpu_check_calls_every_kernel_with_the_headers_signatures(plugin_lib, gpu_check):
     """tools/gpu_check.py's ctypes argtypes are the C headers' parameter types, one for one, and it wires
     every plugin op's entry point, each of which the built library exports."""
     import ctypes
 
-    sys.path.insert(0, str(REPO / "tools"))
-    try:
-        import gpu_check
-    finally:
-        sys.path.remove(str(REPO / "tools"))
     to_ctypes = {"const void*": ctypes.c_void_p, "void*": ctypes.c_void_p, "const float*": ctypes.c_void_p,
                  "float*": ctypes.c_void_p, "int64_t": ctypes.c_int64, "int32_t": ctypes.c_int32,
                  "float": ctypes.c_float, "size_t": ctypes.c_size_t, "int": ctypes.c_int}
@@ -513,17 +508,14 @@ def test_linear_attention_entry_point_refuses_bad_calls_on_the_host(plugin_lib):
         assert got == want, f"{what}: status {got} ({lib.attnx_status_string(got).decode()}), expected {want}"
 
 
-def test_relu_squared_entry_point_refuses_bad_calls_on_the_host(plugin_lib):
+def test_relu_squared_entry_point_refuses_bad_calls_on_the_host(plugin_lib, gpu_check):
     """The ReluSquaredAttention entry point refuses a bias that does not broadcast to [B, H, N, M], and its
     other bad calls, before touching CUDA (no GPU here: a launch would return ATTNX_ERR_CUDA = 7 instead)."""
     import ctypes
 
-    sys.path.insert(0, str(REPO / "tools"))
-    from gpu_check import KERNELS
-
     lib = ctypes.CDLL(str(plugin_lib))
     fn = lib.attnx_relu_squared_attention_forward
-    fn.argtypes = next(k.argtypes for k in KERNELS if k.op == "ReluSquaredAttention")
+    fn.argtypes = next(k.argtypes for k in gpu_check.KERNELS if k.op == "ReluSquaredAttention")
     fn.restype = ctypes.c_int
     lib.attnx_status_string.restype = ctypes.c_char_p
     fake = 0x1000  # never dereferenced: every call below is refused first

@@ -10,8 +10,7 @@ float32/float16/bfloat16 and head dims up to 256, and compares with the op's flo
 rtol·|reference| + 4 steps of the dtype's subnormal spacing (6e-8 for float16: a reference that is
 all but zero has no relative precision left in the dtype), with (atol, rtol) the dtype's entry of
 attnx/check/tolerances.py: rms scaling makes atol mean the same for unnormalised ops, whose outputs
-grow with the length. Inputs are
-drawn on the CPU, so a seed gives the same cases on any device.
+grow with the length. Inputs are drawn on the CPU, so a seed gives the same cases on any device.
 
 Then it times each kernel at B=8, H=16, D=64, N = 1k…16k in float16 beside PyTorch eager (the
 chunked and windowed forms in attnx/ops/torch_ops.py) and torch SDPA (for the relu²-shaped ops,
@@ -146,11 +145,15 @@ def _head_dim(rng, index: int | None = None) -> int:
     return int(rng.choice((1, 16, 32, 64, 100, 128, 256)))
 
 
-def _randn(dev, shape, dtype, positive=False):
-    """Standard normal values (|x| + 0.05 when positive) in `dtype` on `dev`; drawn on the CPU, so a seed
-    gives the same case on a GPU and on the emulator."""
-    x = dev.torch.randn(*shape, dtype=dev.torch.float32)
-    return dev.tensor((x.abs() + 0.05 if positive else x).to(_dt(dev.torch, dtype)))
+def _randn(dev, shape, dtype, positive=False, scale=1.0):
+    """Standard normal values (|x| + 0.05 when positive) in `dtype`, then times `scale` and rounded to
+    `dtype` again, on `dev`; drawn on the CPU, so a seed gives the same case on a GPU and on the emulator."""
+    torch = dev.torch
+    x = torch.randn(*shape, dtype=torch.float32)
+    x = (x.abs() + 0.05 if positive else x).to(_dt(torch, dtype))
+    if scale != 1.0:
+        x = (x.float() * scale).to(_dt(torch, dtype))
+    return dev.tensor(x)
 
 
 def _check_status(lib, op: str, status: int, case: dict) -> None:
@@ -186,8 +189,8 @@ def _la_draw(rng, dtype, dev, index):
     positive = fm == "identity" and normalize
     scale = D ** -0.5
     torch = dev.torch
-    q = dev.tensor((_randn(dev, (B, H, N, D), dtype, positive).float() * scale).to(_dt(torch, dtype)))
-    k = dev.tensor((_randn(dev, (B, H, M, D), dtype, positive).float() * scale).to(_dt(torch, dtype)))
+    q = _randn(dev, (B, H, N, D), dtype, positive, scale)
+    k = _randn(dev, (B, H, M, D), dtype, positive, scale)
     v = _randn(dev, (B, H, M, E), dtype)
     s0 = dev.tensor(torch.randn(B, H, D, E)) if state else None
     z0 = dev.tensor((torch.rand(B, H, D) + 0.5) * M) if state else None
@@ -601,9 +604,9 @@ def _time(torch, fn, reps: int = 10, inner: int = 10) -> float:
 
 
 def _compare(out, ref, dtype: str) -> dict:
-    from attnx.check.tolerances import TOLERANCES
-
     import torch
+
+    from attnx.check.tolerances import TOLERANCES
 
     tol = TOLERANCES[dtype]
     got = out.double().cpu()

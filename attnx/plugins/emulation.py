@@ -11,6 +11,7 @@ GPU can.
 from __future__ import annotations
 
 import ctypes
+import math
 import weakref
 from pathlib import Path
 
@@ -46,10 +47,7 @@ class EmulatedLibrary:
         import torch
 
         shape = tuple(int(s) for s in shape)
-        count = 1
-        for s in shape:
-            count *= s
-        nbytes = count * torch.empty((), dtype=dtype).element_size()
+        nbytes = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
         address = self.lib.attnx_emu_alloc(nbytes)
         if not address:
             raise MemoryError(f"attnx_emu_alloc could not map {nbytes} bytes")
