@@ -4,9 +4,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from attnx.errors import BackendUnavailableError
 from attnx.exporters import export
 from attnx.models import load_model
+from helpers.build import (EMULATED_TEST_BUILD_DIR, PLUGIN_TEST_ARCHS, PLUGIN_TEST_BUILD_DIR, REPO,
+                           require_cmake_and_nvcc)
 
 
 @pytest.fixture(scope="session")
@@ -34,33 +35,18 @@ def rng():
     return torch.Generator().manual_seed(seed)
 
 
-PLUGIN_TEST_BUILD_DIR = Path(__file__).resolve().parents[1] / "build" / "trt_plugins-tests"
-PLUGIN_TEST_ARCHS = ("87", "90")  # Jetson Orin and Hopper, the two CI must always compile
-EMULATED_TEST_BUILD_DIR = Path(__file__).resolve().parents[1] / "build" / "kernels-emulated-tests"
 
 
 @pytest.fixture(scope="session")
 def gpu_check():
     """tools/gpu_check.py as a module (tools/ is scripts, not a package)."""
-    tools = str(Path(__file__).resolve().parents[1] / "tools")
+    tools = str(REPO / "tools")
     sys.path.insert(0, tools)
     try:
         import gpu_check as module
     finally:
         sys.path.remove(tools)
     return module
-
-
-def require_cmake_and_nvcc(what: str) -> None:
-    """Skip, saying why, where `what` cannot be built: no cmake, or no CUDA toolkit (nvcc, and with it
-    CUDA's headers)."""
-    from attnx.plugins import build
-
-    try:
-        build.find_cmake()
-        build.find_nvcc()
-    except BackendUnavailableError as exc:
-        pytest.skip(f"{what} cannot be built on this machine: {exc}")
 
 
 def _log(msg: str) -> None:

@@ -4,23 +4,14 @@ import pytest
 import torch
 
 from attnx.surgeon import optimize_model
-from test_surgeon_models import (EXPORT_LEN, QKV, QKV_AXES, CausalSoftmaxAttention, CumsumCausalLinearAttention,
-                                 EinsumLinearAttention, LocalWindowAttention, assert_same_outputs, export)
+from helpers.graphs import EXPORT_LEN, QKV, QKV_AXES, assert_same_outputs, attrs_of, export, only_node
+from helpers.attention_models import (CausalSoftmaxAttention, CumsumCausalLinearAttention,
+                                      EinsumLinearAttention, LocalWindowAttention)
 
 
 def optimize(model, passes=None):
     out, reports = optimize_model(model, "ort", passes)
     return out, {r.name: r for r in reports}
-
-
-def attrs_of(node):
-    return {a.name: (a.s.decode() if a.type == a.STRING else a.f if a.type == a.FLOAT else a.i) for a in node.attribute}
-
-
-def only_node(model, domain, op):
-    nodes = [n for n in model.graph.node if n.domain == domain and n.op_type == op]
-    assert len(nodes) == 1, [n.op_type for n in model.graph.node]
-    return nodes[0]
 
 
 def test_quadratic_linear_attention_ends_as_one_linear_attention_node_with_its_feature_map(rng):

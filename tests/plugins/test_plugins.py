@@ -14,7 +14,6 @@ import os
 import subprocess
 import sys
 import types
-from pathlib import Path
 
 import pytest
 
@@ -23,9 +22,8 @@ from attnx.ops import REGISTRY
 from attnx.plugins import build, engine, headers, library
 from attnx.plugins.cli import add_parsers
 from attnx.plugins.library import PluginCreateError, PluginLibraryError
-from conftest import PLUGIN_TEST_ARCHS, PLUGIN_TEST_BUILD_DIR
+from helpers.build import PLUGIN_TEST_ARCHS, PLUGIN_TEST_BUILD_DIR, REPO
 
-REPO = Path(__file__).resolve().parents[1]
 PLUGIN_OPS = [name for name, spec in REGISTRY.items() if spec.plugin is not None]
 
 

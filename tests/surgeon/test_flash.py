@@ -14,9 +14,8 @@ import torch
 from torch.nn import functional as F
 
 from attnx.surgeon import optimize_model
-from test_surgeon_fuse import attrs_of, only_node
-from test_surgeon_models import assert_same_outputs, export
-from test_surgeon_relu_squared import RelPosBias
+from helpers.graphs import assert_same_outputs, attrs_of, export, only_node
+from helpers.attention_models import RelPosBias
 
 G, S, E, DIM = 4, 8, 16, 16
 SHAPES, AXES = [(2, 16, DIM)], (1,)

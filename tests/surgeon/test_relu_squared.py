@@ -12,12 +12,10 @@ from torch.nn import functional as F
 from attnx.ops.relu_squared_attention import reference as relu2_reference
 from attnx.surgeon import optimize_model
 from attnx.surgeon.fuse_relu_squared_attention import _bias_problem
-from test_surgeon_fuse import attrs_of, only_node
-from test_surgeon_models import EXPORT_LEN, assert_same_outputs, export
+from helpers.graphs import AXES3, EXPORT_LEN, QKV3, assert_same_outputs, attrs_of, export, only_node
+from helpers.attention_models import RelPosBias, Relu2
 
 S = 8
-QKV3 = [(2, EXPORT_LEN, S)] * 3
-AXES3 = (1, 1, 1)
 
 
 class GAULayer(torch.nn.Module):
@@ -47,25 +45,6 @@ class GAULayer(torch.nn.Module):
         if self.causal:
             kernel = kernel * torch.ones(n, n).tril()
         return self.out(u * torch.einsum("bnm,bme->bne", kernel, v))
-
-
-class Relu2(torch.nn.Module):
-    """relu(s·qkᵀ)² with the norm outside the square (the paper's text), optional causal masked_fill."""
-
-    def __init__(self, norm="n", causal=False, power=2, scale=0.125):
-        super().__init__()
-        self.norm, self.causal, self.power, self.scale = norm, causal, power, scale
-
-    def forward(self, q, k, v):
-        n = q.shape[1]
-        a = torch.relu(q @ k.transpose(-1, -2) * self.scale) ** self.power
-        if self.norm == "n":
-            a = a / n
-        elif self.norm == "fixed":
-            a = a / 64
-        if self.causal:
-            a = a.masked_fill(~torch.ones(n, n, dtype=torch.bool).tril(), 0.0)
-        return a @ v
 
 
 class Relu2SoftmaxBetween(torch.nn.Module):
@@ -121,21 +100,6 @@ def test_relu2_module_matches_the_float64_reference(rng):
     want = relu2_reference(q[:, None], k[:, None], v[:, None], causal=True, scale=0.125, norm="n",
                            fixed_length=1, norm_placement="outside")[0][:, 0]
     torch.testing.assert_close(Relu2("n", True)(q, k, v), want)
-
-
-class RelPosBias(torch.nn.Module):
-    """A T5-style relative-position bias as public GAU code adds it to the scores: one learned
-    scalar per relative distance, clamped at ±`reach`, times `scale`; an [N, N] tensor."""
-
-    def __init__(self, reach=12, scale=1.0):
-        super().__init__()
-        g = torch.Generator().manual_seed(2)
-        self.reach, self.scale = reach, scale
-        self.emb = torch.nn.Parameter(torch.randn(2 * reach + 1, generator=g))
-
-    def forward(self, n):
-        pos = torch.arange(n)
-        return self.emb[(pos[None, :] - pos[:, None]).clamp(-self.reach, self.reach) + self.reach] * self.scale
 
 
 class GAUWithBias(GAULayer):

@@ -1,7 +1,7 @@
 """The CPU emulator itself (trt_plugins/emulation): a correct kernel runs and gives the right numbers,
 and each mistake the emulator claims to catch is caught, with a message that says where.
 
-The kernels are tests/emulator/selftestKernels.cu, built with the same AttnxEmulation.cmake as the
+The kernels are tests/plugins/emulator/selftestKernels.cu, built with the same AttnxEmulation.cmake as the
 attnx kernels into build/emulator-selftest. Faults that end a process run in a child interpreter.
 """
 
@@ -19,10 +19,9 @@ import torch
 
 from attnx.errors import BackendUnavailableError
 from attnx.plugins.emulation import EmulatedLibrary
-from conftest import require_cmake_and_nvcc
+from helpers.build import REPO, require_cmake_and_nvcc
 
-REPO = Path(__file__).resolve().parents[1]
-SELFTEST_DIR = REPO / "tests" / "emulator"
+SELFTEST_DIR = REPO / "tests" / "plugins" / "emulator"
 SELFTEST_BUILD_DIR = REPO / "build" / "emulator-selftest"
 SELFTEST_LIBRARY = "libattnx_emulator_selftest.so"
 ERR_CUDA = 7

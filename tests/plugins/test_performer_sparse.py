@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import math
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -21,8 +19,8 @@ from attnx.ops import REGISTRY
 from attnx.ops.sparse_attention import PATTERNS, allowed
 from attnx.plugins import build, library
 from attnx.plugins.library import PluginCreateError
+from helpers.build import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 OPS = ("PerformerFeatures", "SparseAttention")
 
 NON_DEFAULT = {

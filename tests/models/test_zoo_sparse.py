@@ -15,7 +15,7 @@ import torch
 from attnx.errors import AttributeValueError, InputError
 from attnx.ops import sparse_attention as sa
 from attnx.ops.torch_ops import window_sparse_attn
-from onnx_node import one_node_session
+from helpers.onnx_node import one_node_session
 
 # windows, dilations, strides and blocks chosen so no length below is a multiple of any of them
 CASES = [dict(pattern=p, causal=c, window=3, dilation=2, stride=5, block=7)

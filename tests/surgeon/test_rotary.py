@@ -4,43 +4,8 @@ import pytest
 import torch
 
 from attnx.surgeon import optimize_model
-from test_surgeon_fuse import attrs_of
-from test_surgeon_models import EXPORT_LEN, QKV, QKV_AXES, assert_same_outputs, export
-
-
-def rotate_half(x):
-    x1, x2 = x.chunk(2, dim=-1)
-    return torch.cat((-x2, x1), dim=-1)
-
-
-def rotate_every_two(x):
-    return torch.stack((-x[..., 1::2], x[..., ::2]), dim=-1).flatten(-2)
-
-
-def wrong_sign(x):
-    x1, x2 = x.chunk(2, dim=-1)
-    return torch.cat((x2, -x1), dim=-1)
-
-
-class RotaryAttention(torch.nn.Module):
-    """RoPE on q and k (angles p·base^(−2t/d) computed from arange(n)), then causal softmax attention."""
-
-    def __init__(self, rotate=rotate_half, d=8):
-        super().__init__()
-        self.rotate = rotate
-        self.register_buffer("inv_freq", 1.0 / 10000 ** (torch.arange(0, d, 2).float() / d))
-
-    def angles(self, n):
-        freqs = torch.outer(torch.arange(n).float(), self.inv_freq)
-        if self.rotate is rotate_every_two:
-            return freqs.repeat_interleave(2, -1)
-        return torch.cat((freqs, freqs), -1)
-
-    def forward(self, q, k, v):
-        angles = self.angles(q.shape[2])
-        cos, sin = angles.cos(), angles.sin()
-        q, k = q * cos + self.rotate(q) * sin, k * cos + self.rotate(k) * sin
-        return torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+from helpers.graphs import EXPORT_LEN, QKV, QKV_AXES, assert_same_outputs, attrs_of, export
+from helpers.attention_models import RotaryAttention, rotate_every_two, rotate_half, wrong_sign
 
 
 class PositionIdsRotary(torch.nn.Module):

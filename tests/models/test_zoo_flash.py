@@ -15,7 +15,7 @@ from attnx.errors import AttributeValueError, InputError
 from attnx.models.flash import FLASH
 from attnx.ops import mixed_chunk_attention as mc
 from attnx.ops.torch_ops import chunk_mixed_attn
-from onnx_node import one_node_session
+from helpers.onnx_node import one_node_session
 
 NAMES = ["quad_q", "quad_k", "lin_q", "lin_k", "v"]
 LENGTHS = (1, 13, 37, 130)  # chunk 16: none is a multiple

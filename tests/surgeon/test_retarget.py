@@ -6,7 +6,8 @@ import pytest
 from attnx.errors import AttnxError
 from attnx.ops import get_spec
 from attnx.surgeon import optimize_model
-from test_surgeon_models import QKV, QKV_AXES, EinsumLinearAttention, assert_same_outputs, export
+from helpers.graphs import QKV, QKV_AXES, assert_same_outputs, export
+from helpers.attention_models import EinsumLinearAttention
 
 PARSER_TYPE = {"int32": onnx.AttributeProto.INT, "float32": onnx.AttributeProto.FLOAT,
                "char": onnx.AttributeProto.STRING}
@@ -56,10 +57,9 @@ def test_unknown_target_and_pass_say_what_exists(plain):
 
 
 def test_portable_form_of_every_new_fusion_is_standard_ops_and_computes_the_same(rng):
-    from test_surgeon_performer import SoftmaxKernelPerformer
-    from test_surgeon_relu_squared import AXES3, QKV3, Relu2
-    from test_surgeon_rotary import RotaryAttention
-    from test_surgeon_sparse import CausalLocalAttention
+    from helpers.attention_models import SoftmaxKernelPerformer
+    from helpers.graphs import AXES3, QKV3
+    from helpers.attention_models import CausalLocalAttention, Relu2, RotaryAttention
 
     cases = [(Relu2("n", True), QKV3, AXES3, 18), (CausalLocalAttention(), QKV, QKV_AXES, 18),
              (SoftmaxKernelPerformer(True), QKV, QKV_AXES, 18), (RotaryAttention(), QKV, QKV_AXES, 23)]

@@ -18,7 +18,7 @@ from attnx.models.performer import Performer, orthogonal_random_features, refere
 from attnx.ops import linear_attention as la
 from attnx.ops import performer_features as pf
 from attnx.ops.torch_ops import favor_features
-from onnx_node import one_node_session
+from helpers.onnx_node import one_node_session
 
 LENGTHS = (1, 13, 37, 130)
 

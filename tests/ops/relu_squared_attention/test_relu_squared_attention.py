@@ -12,7 +12,7 @@ import torch
 from attnx.errors import AttributeValueError, InputError
 from attnx.ops import relu_squared_attention as rs
 from attnx.ops.torch_ops import relu_squared_attn
-from onnx_node import one_node_session
+from helpers.onnx_node import one_node_session
 
 COMBOS = [dict(causal=c, norm=n, norm_placement=p) for c in (False, True) for n in rs.NORMS for p in rs.PLACEMENTS]
 

@@ -9,7 +9,8 @@ import pytest
 from attnx.errors import OnnxFileError
 from attnx.surgeon.cli import add_parser
 from attnx.surgeon.pipeline import PASSES
-from test_surgeon_models import QKV, QKV_AXES, EinsumLinearAttention, SoftmaxBetweenProducts, export
+from helpers.graphs import QKV, QKV_AXES, export
+from helpers.attention_models import EinsumLinearAttention, SoftmaxBetweenProducts
 
 
 def optimize(argv):

@@ -5,12 +5,11 @@ fp32 tolerance of attnx.check.tolerances; and no N×N tensor in the sparse model
 import numpy as np
 import onnx
 import onnx.inliner
-import onnxruntime as ort
 import pytest
 from onnx import helper
 
 from attnx.check import TOLERANCES, check_parity
-from onnx_node import inlined_intermediate_shapes
+from helpers.onnx_node import inlined_intermediate_shapes
 
 LM_MODELS = ("performer-tiny", "gau-tiny", "gau-n-tiny", "gau-softmax-tiny", "flash-tiny", "local-tiny", "dilated-tiny", "strided-tiny", "transnormer-tiny")
 OPS = {"performer-tiny": {"PerformerFeatures", "LinearAttention"}, "gau-tiny": {"ReluSquaredAttention"}, "gau-n-tiny": {"ReluSquaredAttention"},

@@ -17,13 +17,12 @@ import json
 import random
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from attnx.ops import REGISTRY
+from helpers.build import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 PLUGIN_OPS = [name for name, spec in REGISTRY.items() if spec.plugin is not None]
 CASES = 10
 

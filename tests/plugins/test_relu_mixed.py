@@ -8,17 +8,14 @@ The kernels need a GPU; these tests need only cmake and nvcc (skipped without th
 from __future__ import annotations
 
 import math
-import sys
-from pathlib import Path
 
 import pytest
 
-from attnx.errors import AttributeValueError, BackendUnavailableError
+from attnx.errors import AttributeValueError
 from attnx.ops import REGISTRY
-from attnx.plugins import build, library
+from attnx.plugins import library
 from attnx.plugins.library import PluginCreateError
 
-REPO = Path(__file__).resolve().parents[1]
 OPS = ("ReluSquaredAttention", "MixedChunkAttention")
 
 NON_DEFAULT = {

@@ -3,9 +3,10 @@
 import pytest
 
 from attnx.surgeon import optimize_model
-from test_surgeon_models import (EXPORT_LEN, GAU, QKV, QKV_AXES, EinsumLinearAttention, ExpBetweenProducts,
-                                 LengthNormalisedAttention, MaskedCausalLinearAttention, PerformerAttention,
-                                 SoftmaxBetweenProducts, assert_same_outputs, export)
+from helpers.graphs import EXPORT_LEN, QKV, QKV_AXES, assert_same_outputs, export
+from helpers.attention_models import (EinsumLinearAttention, ExpBetweenProducts, GAU,
+                                      LengthNormalisedAttention, MaskedCausalLinearAttention,
+                                      PerformerAttention, SoftmaxBetweenProducts)
 
 
 def optimize(model, passes=None):

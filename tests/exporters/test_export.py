@@ -2,17 +2,13 @@
 
 import math
 
-import numpy as np
 import onnx
 import onnx.inliner
 import onnx.shape_inference
-import onnxruntime as ort
 import pytest
-import torch
-from onnx import helper
 
 from attnx.check import TOLERANCES, check_parity
-from onnx_node import inlined_intermediate_shapes
+from helpers.onnx_node import inlined_intermediate_shapes
 from attnx.errors import BackendUnavailableError, ExportError
 from attnx.exporters import export
 from attnx.models import ZOO, load_model

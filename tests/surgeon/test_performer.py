@@ -1,51 +1,13 @@
 """Performer's FAVOR+ → PerformerFeatures feeding LinearAttention(identity); look-alikes left alone."""
 
-import math
 
 import pytest
 import torch
 
 from attnx.ops.performer_features import reference as favor_reference
 from attnx.surgeon import optimize_model
-from test_surgeon_fuse import attrs_of
-from test_surgeon_models import QKV, QKV_AXES, PerformerAttention, assert_same_outputs, export
-
-M = 16
-
-
-def projection(d=8, m=M, seed=0):
-    """Blocks of orthogonal rows, rescaled to chi-distributed norms (the paper's W)."""
-    g = torch.Generator().manual_seed(seed)
-    blocks = [torch.linalg.qr(torch.randn(d, d, generator=g))[0].T for _ in range(math.ceil(m / d))]
-    return torch.cat(blocks)[:m] * torch.randn(m, d, generator=g).norm(dim=1, keepdim=True)
-
-
-class SoftmaxKernelPerformer(torch.nn.Module):
-    """FAVOR+ spelled as performer-style code writes it: the normaliser applied to x and to ‖x‖²
-    separately, W as a [D, M] MatMul, ratio·(exp(·) + eps); non-causal or causal (cumsum)."""
-
-    def __init__(self, causal=False, half_norm=True, key_offset=None):
-        super().__init__()
-        self.causal, self.half_norm, self.key_offset = causal, half_norm, key_offset
-        self.register_buffer("wt", projection().T.contiguous())
-
-    def features(self, x, is_query):
-        normalizer = x.shape[-1] ** -0.25
-        wx = (x * normalizer) @ self.wt
-        diag = (x ** 2).sum(-1, keepdim=True) / 2.0 * normalizer ** 2 if self.half_norm else 0.0
-        stab = wx.amax(-1, keepdim=True) if is_query else wx.amax(dim=(-1, -2), keepdim=True)
-        if not is_query and self.key_offset is not None:
-            stab = self.key_offset  # causal-safe: one data-independent constant for every key
-        return M ** -0.5 * (torch.exp(wx - diag - stab) + 1e-4)
-
-    def forward(self, q, k, v):
-        q, k = self.features(q, True), self.features(k, False)
-        if self.causal:
-            kv = torch.einsum("bhnm,bhne->bhnme", k, v).cumsum(2)
-            y = torch.einsum("bhnm,bhnme->bhne", q, kv)
-            return y / torch.einsum("bhnm,bhnm->bhn", q, k.cumsum(2)).unsqueeze(-1)
-        kv = torch.einsum("bhnm,bhne->bhme", k, v)
-        return torch.einsum("bhnm,bhme->bhne", q, kv) / (q @ k.sum(2, keepdim=True).transpose(-1, -2))
+from helpers.graphs import QKV, QKV_AXES, assert_same_outputs, attrs_of, export
+from helpers.attention_models import M, PerformerAttention, SoftmaxKernelPerformer
 
 
 def optimize(model, target="ort"):

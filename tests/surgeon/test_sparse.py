@@ -5,24 +5,8 @@ import torch
 
 from attnx.ops.sparse_attention import reference as sparse_reference
 from attnx.surgeon import optimize_model
-from test_surgeon_fuse import attrs_of, only_node
-from test_surgeon_models import QKV, QKV_AXES, assert_same_outputs, export
-
-
-class CausalLocalAttention(torch.nn.Module):
-    """Sliding-window causal attention (w keys back, the query's own included), MatMul spelling."""
-
-    def __init__(self, window=4):
-        super().__init__()
-        self.window = window
-
-    def forward(self, q, k, v):
-        n = q.shape[2]
-        i = torch.arange(n)
-        d = i[:, None] - i[None, :]
-        keep = (d >= 0) & (d < self.window)
-        s = (q @ k.transpose(-1, -2)) * 0.3
-        return torch.softmax(s.masked_fill(~keep, float("-inf")), -1) @ v
+from helpers.graphs import QKV, QKV_AXES, assert_same_outputs, attrs_of, export, only_node
+from helpers.attention_models import CausalLocalAttention
 
 
 class BlockDiagonalAttention(torch.nn.Module):
