@@ -1,19 +1,20 @@
 #!/usr/bin/env python
 """The kernels rung (DESIGN.md): every CUDA kernel's C entry point against its float64 reference.
 
-On a CUDA machine (PyTorch with CUDA; TensorRT not needed) this builds libattnx_plugins.so for
-the device's architecture (or loads --lib), calls each kernel's `attnx_<op>_forward` through
-ctypes on torch CUDA tensors over many random shapes (case i of each kernel and dtype has length
-1, 37, 300, 1024 or a random one, cycling, so five cases cover them all), dtypes
-float32/float16/bfloat16 and head dims up to 256, and compares with the op's float64 reference
-(attnx/ops/*.py). An element fails when |kernel - reference| > atol·rms(reference) +
-rtol·|reference| + 4 steps of the dtype's subnormal spacing (6e-8 for float16: a reference that is
-all but zero has no relative precision left in the dtype), with (atol, rtol) the dtype's entry of
-attnx/check/tolerances.py: rms scaling makes atol mean the same for unnormalised ops, whose outputs
-grow with the length. Inputs are drawn on the CPU, so a seed gives the same cases on any device.
+On a CUDA machine (PyTorch with CUDA; TensorRT not needed) this builds libattnx_plugins.so for the
+device's architecture (or loads --lib), calls each kernel's `attnx_<op>_forward` through the op's
+ctypes binding (attnx/ops/<op>/kernel.py) on torch CUDA tensors over many random shapes (case i of
+each kernel and dtype has length 1, 37, 300, 1024 or a random one, cycling, so five cases cover
+them all), dtypes float32/float16/bfloat16 and head dims up to 256, and compares with the op's
+float64 reference (attnx/ops/<op>/naive.py). An element fails when |kernel - reference| >
+atol·rms(reference) + rtol·|reference| + 4 steps of the dtype's subnormal spacing (6e-8 for
+float16: a reference that is all but zero has no relative precision left in the dtype), with (atol,
+rtol) the dtype's entry of attnx/check/tolerances.py: rms scaling makes atol mean the same for
+unnormalised ops, whose outputs grow with the length. Inputs are drawn on the CPU, so a seed gives
+the same cases on any device.
 
 Then it times each kernel at B=8, H=16, D=64, N = 1k…16k in float16 beside PyTorch eager (the
-chunked and windowed forms in attnx/ops/torch_ops.py) and torch SDPA (for the relu²-shaped ops,
+chunked and windowed forms in attnx/ops/<op>/torch_op.py) and torch SDPA (for the relu²-shaped ops,
 and with the pattern's boolean mask for SparseAttention), with the memory-bandwidth floor for
 LinearAttention (bytes of q, k, v, y over the measured device-to-device copy bandwidth). It
 prints a table, writes JSON, and exits 1 if any check fails or a kernel's entry point is missing
@@ -45,21 +46,24 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+# after REPO is on sys.path, so the script runs from a checkout
+from attnx.ops import (ENTRY_POINTS, REGISTRY, linear_attention, mixed_chunk_attention,  # noqa: E402
+                       performer_features, relu_squared_attention, sparse_attention)
+from attnx.ops.entry_point import attribute_values, c_value  # noqa: E402
+
 EXIT_FAILED, EXIT_NO_DEVICE = 1, 3
 SUBNORMAL_STEPS = 4  # of the output dtype's subnormal spacing, allowed on top of atol and rtol
 DTYPES = ("fp32", "fp16", "bf16")
 LENGTHS = (1, 37, 300, 1024)
 BENCH = {"B": 8, "H": 16, "D": 64, "N": (1024, 2048, 4096, 8192, 16384)}
-c_i64, c_i32, c_f32, c_vp = ctypes.c_int64, ctypes.c_int32, ctypes.c_float, ctypes.c_void_p
 
 
 @dataclasses.dataclass
 class Kernel:
-    """One op's entry point: how to draw a case, call the kernel, and time it beside torch."""
+    """One op's kernel (its entry points: attnx.ops.ENTRY_POINTS[op]): how to draw a case, call the
+    kernel, and time it beside torch."""
 
     op: str
-    symbol: str
-    argtypes: list
     draw: Callable[..., dict]          # (rng, dtype, dev, index) -> case: {"shape", "attrs", "inputs" (on dev)}
     call: Callable[..., tuple]         # (lib, case, dtype, dev) -> outputs (torch tensors on dev)
     bench: Callable[..., dict] | None  # (lib, n, dev, timer) -> {name: ms}; CUDA only
@@ -175,10 +179,8 @@ def _ok(lib, op: str, result: tuple) -> tuple:
 # ---------------------------------------------------------------- LinearAttention
 
 def _la_draw(rng, dtype, dev, index):
-    from attnx.ops.linear_attention import SPEC
-
     causal = bool(rng.integers(2))
-    fm = str(rng.choice(("elu", "relu", "identity")))
+    fm = str(rng.choice(linear_attention.SPEC.attr("feature_map").choices))
     normalize = bool(rng.integers(2))
     B, H, D, E = int(rng.integers(1, 4)), int(rng.integers(1, 5)), _head_dim(rng, index), _head_dim(rng, index)
     N = _length(rng, index)
@@ -194,7 +196,7 @@ def _la_draw(rng, dtype, dev, index):
     v = _randn(dev, (B, H, M, E), dtype)
     s0 = dev.tensor(torch.randn(B, H, D, E)) if state else None
     z0 = dev.tensor((torch.rand(B, H, D) + 0.5) * M) if state else None
-    attrs = SPEC.resolve({"causal": causal, "feature_map": fm, "normalize": normalize,
+    attrs = linear_attention.SPEC.resolve({"causal": causal, "feature_map": fm, "normalize": normalize,
                           "chunk_size": int(rng.choice((1, 16, 64, 100)))})
     return {"shape": {"B": B, "H": H, "N": N, "M": M, "D": D, "E": E, "state": state, "state_out": state_out},
             "attrs": attrs, "inputs": [q, k, v, s0, z0]}
@@ -208,11 +210,10 @@ def _la_forward(lib, q, k, v, s0, z0, attrs, dtype, dev, state_out=True):
     z_out = dev.empty((B, H, D)) if state_out else None
     ws_bytes = lib.attnx_linear_attention_workspace_size(B, H, N, D, E, int(attrs["causal"]), _code(dtype))
     ws = dev.empty((max(ws_bytes, 1),), dev.torch.uint8)
-    fm = ("elu", "relu", "identity").index(attrs["feature_map"])
     status = lib.attnx_linear_attention_forward(
         q.data_ptr(), k.data_ptr(), v.data_ptr(), _ptr(s0), _ptr(z0), y.data_ptr(), _ptr(s_out),
-        _ptr(z_out), ws.data_ptr(), B, H, N, M, D, E, int(attrs["causal"]), fm, int(attrs["normalize"]),
-        attrs["eps"], attrs["chunk_size"], _code(dtype), dev.stream())
+        _ptr(z_out), ws.data_ptr(), B, H, N, M, D, E, *attribute_values(linear_attention.SPEC, attrs), _code(dtype),
+        dev.stream())
     return status, (y, s_out, z_out) if state_out else (y,)
 
 
@@ -225,33 +226,29 @@ def _la_call(lib, case, dtype, dev):
 
 def _la_refusals(lib, dev) -> list[dict]:
     """Calls the entry point must refuse with a status (and not launch): D above 256, causal with M != N."""
-    from attnx.ops.linear_attention import SPEC
-
     out = []
     for what, (n, m, d), causal, want in (("D = 257", (4, 4, 257), False, 2), ("causal, M != N", (4, 5, 8), True, 1)):
         q = dev.tensor(dev.torch.zeros(1, 1, n, d))
         k = dev.tensor(dev.torch.zeros(1, 1, m, d))
         v = dev.tensor(dev.torch.zeros(1, 1, m, 8))
-        status, _ = _la_forward(lib, q, k, v, None, None, SPEC.resolve({"causal": causal}), "fp32", dev)
+        status, _ = _la_forward(lib, q, k, v, None, None, linear_attention.SPEC.resolve({"causal": causal}), "fp32",
+                                dev)
         out.append({"op": "LinearAttention", "refusal": what, "status": status, "passed": status == want})
     return out
 
 
 def _la_bench(lib, n, dev, timer):
-    from attnx.ops.linear_attention import SPEC
-    from attnx.ops.torch_ops import chunk_linear_attn
-
     torch = dev.torch
     B, H, D = BENCH["B"], BENCH["H"], BENCH["D"]
     q, k, v = (torch.randn(B, H, n, D, device="cuda", dtype=torch.float16) * D ** -0.5 for _ in range(3))
     out = {}
     for causal in (True, False):
-        attrs = SPEC.resolve({"causal": causal})
+        attrs = linear_attention.SPEC.resolve({"causal": causal})
         tag = "causal" if causal else "full"
         out[f"kernel {tag}"] = timer(
             lambda: _ok(lib, "LinearAttention", _la_forward(lib, q, k, v, None, None, attrs, "fp16", dev)))
         out[f"eager chunked {tag}" if causal else f"eager {tag}"] = timer(
-            lambda: chunk_linear_attn(q, k, v, **attrs))
+            lambda: linear_attention.chunk_linear_attn(q, k, v, **attrs))
     out["floor"] = 4 * B * H * n * D * 2 / _copy_bandwidth(torch) * 1e3
     return out
 
@@ -259,16 +256,14 @@ def _la_bench(lib, n, dev, timer):
 # ---------------------------------------------------------------- ReluSquaredAttention
 
 def _rs_draw(rng, dtype, dev, index):
-    from attnx.ops.relu_squared_attention import SPEC
-
     causal = bool(rng.integers(2))
     B, H, D, E = int(rng.integers(1, 4)), int(rng.integers(1, 5)), _head_dim(rng, index), _head_dim(rng, index)
     N = _length(rng, index)
     M = N if causal else _length(rng)
-    attrs = SPEC.resolve({"causal": causal, "scale": float(rng.choice((0.0, 0.3))),
-                          "norm": str(rng.choice(("n", "visible", "fixed", "none"))),
-                          "fixed_length": int(rng.choice((1, 128, 512))),
-                          "norm_placement": str(rng.choice(("outside", "inside")))})
+    attrs = relu_squared_attention.SPEC.resolve({
+        "causal": causal, "scale": float(rng.choice((0.0, 0.3))), "norm": str(rng.choice(relu_squared_attention.NORMS)),
+        "fixed_length": int(rng.choice((1, 128, 512))),
+        "norm_placement": str(rng.choice(relu_squared_attention.PLACEMENTS))})
     inputs = [_randn(dev, (B, H, N, D), dtype), _randn(dev, (B, H, M, D), dtype), _randn(dev, (B, H, M, E), dtype)]
     bias_shape = [(B, H, N, M), (1, 1, N, M), (1, H, 1, M), (B, 1, N, 1), None][int(rng.integers(5))]
     if bias_shape is not None:
@@ -281,12 +276,10 @@ def _rs_forward(lib, q, k, v, attrs, dtype, dev, bias=None):
     B, H, N, D = q.shape
     M, E = k.shape[2], v.shape[3]
     y = dev.empty((B, H, N, E), q.dtype)
-    norm = ("n", "visible", "fixed", "none").index(attrs["norm"])
-    placement = ("outside", "inside").index(attrs["norm_placement"])
     bias_dims = tuple(bias.shape) if bias is not None else (1, 1, 1, 1)
     status = lib.attnx_relu_squared_attention_forward(
         q.data_ptr(), k.data_ptr(), v.data_ptr(), _ptr(bias), *bias_dims, y.data_ptr(), B, H, N, M, D, E,
-        int(attrs["causal"]), attrs["scale"], norm, attrs["fixed_length"], placement, _code(dtype), dev.stream())
+        *attribute_values(relu_squared_attention.SPEC, attrs), _code(dtype), dev.stream())
     return status, (y,)
 
 
@@ -298,15 +291,13 @@ def _rs_call(lib, case, dtype, dev):
 
 
 def _rs_bench(lib, n, dev, timer):
-    from attnx.ops.relu_squared_attention import SPEC
-
     torch = dev.torch
     B, H, D = BENCH["B"], BENCH["H"], BENCH["D"]
     q, k, v = (torch.randn(B, H, n, D, device="cuda", dtype=torch.float16) for _ in range(3))
     out = {}
     for causal in (True, False):
         tag = "causal" if causal else "full"
-        attrs = SPEC.resolve({"causal": causal})
+        attrs = relu_squared_attention.SPEC.resolve({"causal": causal})
         out[f"kernel {tag}"] = timer(lambda: _ok(lib, "ReluSquaredAttention", _rs_forward(lib, q, k, v, attrs, "fp16", dev)))
         with _flash_backend(torch):
             out[f"sdpa flash {tag}"] = timer(
@@ -317,9 +308,7 @@ def _rs_bench(lib, n, dev, timer):
 def _rs_refusals(lib, dev) -> list[dict]:
     """Calls the entry point must refuse with a status (and not launch): a bias axis neither 1 nor full,
     D above 256."""
-    from attnx.ops.relu_squared_attention import SPEC
-
-    attrs = SPEC.resolve({})
+    attrs = relu_squared_attention.SPEC.resolve({})
     out = []
     for what, d, bias_shape, want in (("bias [1, 1, 4, 3] for M = 4", 8, (1, 1, 4, 3), 1),
                                       ("bias [2, 1, 4, 4] for B = 1", 8, (2, 1, 4, 4), 1),
@@ -341,13 +330,12 @@ def _flash_backend(torch):
 # ---------------------------------------------------------------- MixedChunkAttention
 
 def _mc_draw(rng, dtype, dev, index):
-    from attnx.ops.mixed_chunk_attention import SPEC
-
     causal = bool(rng.integers(2))
     B, H, S, E = int(rng.integers(1, 4)), int(rng.integers(1, 5)), _head_dim(rng, index), _head_dim(rng, index)
     N = _length(rng, index)
-    attrs = SPEC.resolve({"causal": causal, "chunk_size": int(rng.choice((1, 7, 64, 128, 256, 1000))),
-                          "quad_scale": float(rng.choice((0.0, 0.05))), "lin_scale": float(rng.choice((0.0, 0.01)))})
+    attrs = mixed_chunk_attention.SPEC.resolve({
+        "causal": causal, "chunk_size": int(rng.choice((1, 7, 64, 128, 256, 1000))),
+        "quad_scale": float(rng.choice((0.0, 0.05))), "lin_scale": float(rng.choice((0.0, 0.01)))})
     shape = (B, H, N, S)
     return {"shape": {"B": B, "H": H, "N": N, "S": S, "E": E}, "attrs": attrs,
             "inputs": [_randn(dev, shape, dtype) for _ in range(4)] + [_randn(dev, (B, H, N, E), dtype)]}
@@ -361,8 +349,7 @@ def _mc_forward(lib, qq, qk, lq, lk, v, attrs, dtype, dev):
     ws = dev.empty((max(ws_bytes, 1),), dev.torch.uint8)
     status = lib.attnx_mixed_chunk_attention_forward(
         qq.data_ptr(), qk.data_ptr(), lq.data_ptr(), lk.data_ptr(), v.data_ptr(), y.data_ptr(), ws.data_ptr(),
-        B, H, N, S, E, int(attrs["causal"]), attrs["chunk_size"], attrs["quad_scale"], attrs["lin_scale"],
-        _code(dtype), dev.stream())
+        B, H, N, S, E, *attribute_values(mixed_chunk_attention.SPEC, attrs), _code(dtype), dev.stream())
     return status, (y,)
 
 
@@ -373,48 +360,42 @@ def _mc_call(lib, case, dtype, dev):
 
 
 def _mc_bench(lib, n, dev, timer):
-    from attnx.ops.mixed_chunk_attention import SPEC
-    from attnx.ops.torch_ops import chunk_mixed_attn
-
     torch = dev.torch
     B, H, D = BENCH["B"], BENCH["H"], BENCH["D"]
     xs = [torch.randn(B, H, n, D, device="cuda", dtype=torch.float16) for _ in range(5)]
     out = {}
     for causal in (True, False):
         tag = "causal" if causal else "full"
-        attrs = SPEC.resolve({"causal": causal})
+        attrs = mixed_chunk_attention.SPEC.resolve({"causal": causal})
         out[f"kernel {tag}"] = timer(lambda: _ok(lib, "MixedChunkAttention", _mc_forward(lib, *xs, attrs, "fp16", dev)))
-        out[f"eager chunked {tag}"] = timer(lambda: chunk_mixed_attn(*xs, **attrs))
+        out[f"eager chunked {tag}"] = timer(lambda: mixed_chunk_attention.chunk_mixed_attn(*xs, **attrs))
     return out
 
 
 # ---------------------------------------------------------------- PerformerFeatures
 
 def _pf_draw(rng, dtype, dev, index):
-    from attnx.ops.performer_features import KINDS, SPEC
-
     B, H, D = int(rng.integers(1, 4)), int(rng.integers(1, 5)), _head_dim(rng)
     N, M = _length(rng, index), int(rng.choice((1, 16, 37, 64, 256, 300)))
     # x' = x·D^(-1/4) at half scale keeps W x' − ‖x'‖²/2 small enough that key_fixed's exp fits float16
     x = dev.tensor((dev.torch.randn(B, H, N, D) * 0.5).to(_dt(dev.torch, dtype)))
     w = _randn(dev, (M, D), dtype)
-    attrs = SPEC.resolve({"kind": str(rng.choice(KINDS)), "eps": float(rng.choice((0.0, 1e-4, 1e-2))),
-                          "offset": float(rng.choice((0.0, 2.0)))})
+    attrs = performer_features.SPEC.resolve({"kind": str(rng.choice(performer_features.KINDS)),
+                                             "eps": float(rng.choice((0.0, 1e-4, 1e-2))),
+                                             "offset": float(rng.choice((0.0, 2.0)))})
     return {"shape": {"B": B, "H": H, "N": N, "D": D, "M": M}, "attrs": attrs, "inputs": [x, w]}
 
 
 def _pf_forward(lib, x, w, attrs, dtype, dev, workspace=True):
-    from attnx.ops.performer_features import KINDS
-
     B, H, N, D = x.shape
     M = w.shape[0]
-    kind = KINDS.index(attrs["kind"])
     features = dev.empty((B, H, N, M), x.dtype)
+    kind = c_value(performer_features.SPEC.attr("kind"), attrs["kind"])
     ws_bytes = lib.attnx_performer_features_workspace_size(B, H, N, kind)
     ws = dev.empty((max(ws_bytes, 1),), dev.torch.uint8) if workspace else None
     status = lib.attnx_performer_features_forward(
-        x.data_ptr(), w.data_ptr(), features.data_ptr(), _ptr(ws), B, H, N, D, M, kind, attrs["eps"],
-        attrs["offset"], _code(dtype), dev.stream())
+        x.data_ptr(), w.data_ptr(), features.data_ptr(), _ptr(ws), B, H, N, D, M,
+        *attribute_values(performer_features.SPEC, attrs), _code(dtype), dev.stream())
     return status, (features,)
 
 
@@ -426,61 +407,52 @@ def _pf_call(lib, case, dtype, dev):
 
 def _pf_refusals(lib, dev) -> list[dict]:
     """Calls the entry point must refuse with a status (and not launch): D above 256, kind key without workspace."""
-    from attnx.ops.performer_features import SPEC
-
     out = []
     for what, d, kind, workspace, want in (("D = 257", 257, "query", True, 2),
                                            ("kind key, null workspace", 8, "key", False, 6)):
         x = dev.tensor(dev.torch.zeros(1, 1, 4, d))
         w = dev.tensor(dev.torch.zeros(16, d))
-        status, _ = _pf_forward(lib, x, w, SPEC.resolve({"kind": kind}), "fp32", dev, workspace)
+        status, _ = _pf_forward(lib, x, w, performer_features.SPEC.resolve({"kind": kind}), "fp32", dev, workspace)
         out.append({"op": "PerformerFeatures", "refusal": what, "status": status, "passed": status == want})
     return out
 
 
 def _pf_bench(lib, n, dev, timer):
-    from attnx.ops.performer_features import SPEC
-    from attnx.ops.torch_ops import favor_features
-
     torch = dev.torch
     B, H, D = BENCH["B"], BENCH["H"], BENCH["D"]
     x = torch.randn(B, H, n, D, device="cuda", dtype=torch.float16) * 0.5
     w = torch.randn(4 * D, D, device="cuda", dtype=torch.float16)  # M = 4·D features
     out = {}
     for kind in ("query", "key"):
-        attrs = SPEC.resolve({"kind": kind})
+        attrs = performer_features.SPEC.resolve({"kind": kind})
         out[f"kernel {kind}"] = timer(
             lambda: _ok(lib, "PerformerFeatures", _pf_forward(lib, x, w, attrs, "fp16", dev)))
-        out[f"eager {kind}"] = timer(lambda: favor_features(x, w, **attrs))
+        out[f"eager {kind}"] = timer(lambda: performer_features.favor_features(x, w, **attrs))
     return out
 
 
 # ---------------------------------------------------------------- SparseAttention
 
 def _sa_draw(rng, dtype, dev, index):
-    from attnx.ops.sparse_attention import PATTERNS, SPEC
-
     B, H, D, E = int(rng.integers(1, 4)), int(rng.integers(1, 5)), _head_dim(rng, index), _head_dim(rng, index)
     N = _length(rng, index)
-    attrs = SPEC.resolve({"pattern": str(rng.choice(PATTERNS)), "window": int(rng.choice((1, 3, 16, 37))),
-                          "dilation": int(rng.choice((1, 2, 3))), "stride": int(rng.choice((1, 5, 16, 100))),
-                          "block": int(rng.choice((1, 7, 64, 100))), "causal": bool(rng.integers(2)),
-                          "scale": float(rng.choice((0.0, 0.3)))})
+    attrs = sparse_attention.SPEC.resolve({
+        "pattern": str(rng.choice(sparse_attention.PATTERNS)), "window": int(rng.choice((1, 3, 16, 37))),
+        "dilation": int(rng.choice((1, 2, 3))), "stride": int(rng.choice((1, 5, 16, 100))),
+        "block": int(rng.choice((1, 7, 64, 100))), "causal": bool(rng.integers(2)),
+        "scale": float(rng.choice((0.0, 0.3)))})
     return {"shape": {"B": B, "H": H, "N": N, "D": D, "E": E}, "attrs": attrs,
             "inputs": [_randn(dev, (B, H, N, D), dtype), _randn(dev, (B, H, N, D), dtype),
                        _randn(dev, (B, H, N, E), dtype)]}
 
 
 def _sa_forward(lib, q, k, v, attrs, dtype, dev):
-    from attnx.ops.sparse_attention import PATTERNS
-
     B, H, N, D = q.shape
     E = v.shape[3]
     y = dev.empty((B, H, N, E), q.dtype)
     status = lib.attnx_sparse_attention_forward(
-        q.data_ptr(), k.data_ptr(), v.data_ptr(), y.data_ptr(), B, H, N, D, E, PATTERNS.index(attrs["pattern"]),
-        attrs["window"], attrs["dilation"], attrs["stride"], attrs["block"], int(attrs["causal"]), attrs["scale"],
-        _code(dtype), dev.stream())
+        q.data_ptr(), k.data_ptr(), v.data_ptr(), y.data_ptr(), B, H, N, D, E,
+        *attribute_values(sparse_attention.SPEC, attrs), _code(dtype), dev.stream())
     return status, (y,)
 
 
@@ -492,10 +464,8 @@ def _sa_call(lib, case, dtype, dev):
 
 def _sa_refusals(lib, dev) -> list[dict]:
     """Calls the entry point must refuse with a status (and not launch): D above 256, window 0, block 4097."""
-    from attnx.ops.sparse_attention import SPEC
-
     out = []
-    defaults = SPEC.resolve({})
+    defaults = sparse_attention.SPEC.resolve({})
     for what, d, bad, want in (("D = 257", 257, {}, 2), ("window = 0", 8, {"window": 0}, 4),
                                ("block = 4097", 8, {"block": 4097}, 4)):
         q = dev.tensor(dev.torch.zeros(1, 1, 4, d))
@@ -505,20 +475,17 @@ def _sa_refusals(lib, dev) -> list[dict]:
 
 
 def _sa_bench(lib, n, dev, timer):
-    from attnx.ops.sparse_attention import SPEC, allowed
-    from attnx.ops.torch_ops import window_sparse_attn
-
     torch = dev.torch
     B, H, D = BENCH["B"], BENCH["H"], BENCH["D"]
     q, k, v = (torch.randn(B, H, n, D, device="cuda", dtype=torch.float16) for _ in range(3))
     pos = torch.arange(n, device="cuda")
     out = {}
     for pattern in ("local", "strided", "block"):
-        attrs = SPEC.resolve({"pattern": pattern})
+        attrs = sparse_attention.SPEC.resolve({"pattern": pattern})
         out[f"kernel {pattern}"] = timer(
             lambda: _ok(lib, "SparseAttention", _sa_forward(lib, q, k, v, attrs, "fp16", dev)))
-        out[f"eager {pattern}"] = timer(lambda: window_sparse_attn(q, k, v, **attrs))
-        mask = allowed(pos[:, None], pos[None, :], **{a: attrs[a] for a in attrs if a != "scale"})
+        out[f"eager {pattern}"] = timer(lambda: sparse_attention.window_sparse_attn(q, k, v, **attrs))
+        mask = sparse_attention.allowed(pos[:, None], pos[None, :], **{a: attrs[a] for a in attrs if a != "scale"})
         out[f"sdpa mask {pattern}"] = timer(
             lambda: torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask))
         del mask
@@ -549,28 +516,13 @@ def goals(benches: list[dict]) -> list[dict]:
     return out
 
 
-_SIZE_T = ctypes.c_size_t
 KERNELS = [
-    Kernel("LinearAttention", "attnx_linear_attention_forward",
-           [c_vp] * 9 + [c_i64] * 6 + [c_i32] * 3 + [c_f32] + [c_i32] * 2 + [c_vp], _la_draw, _la_call, _la_bench,
-           _la_refusals),
-    Kernel("ReluSquaredAttention", "attnx_relu_squared_attention_forward",
-           [c_vp] * 4 + [c_i64] * 4 + [c_vp] + [c_i64] * 6 + [c_i32, c_f32, c_i32, c_i32, c_i32, c_i32, c_vp],
-           _rs_draw, _rs_call, _rs_bench, _rs_refusals),
-    Kernel("MixedChunkAttention", "attnx_mixed_chunk_attention_forward",
-           [c_vp] * 7 + [c_i64] * 5 + [c_i32, c_i32, c_f32, c_f32, c_i32, c_vp], _mc_draw, _mc_call, _mc_bench),
-    Kernel("PerformerFeatures", "attnx_performer_features_forward",
-           [c_vp] * 4 + [c_i64] * 5 + [c_i32, c_f32, c_f32, c_i32, c_vp], _pf_draw, _pf_call, _pf_bench,
-           _pf_refusals),
-    Kernel("SparseAttention", "attnx_sparse_attention_forward",
-           [c_vp] * 4 + [c_i64] * 5 + [c_i32] * 6 + [c_f32, c_i32, c_vp], _sa_draw, _sa_call, _sa_bench,
-           _sa_refusals),
+    Kernel("LinearAttention", _la_draw, _la_call, _la_bench, _la_refusals),
+    Kernel("ReluSquaredAttention", _rs_draw, _rs_call, _rs_bench, _rs_refusals),
+    Kernel("MixedChunkAttention", _mc_draw, _mc_call, _mc_bench),
+    Kernel("PerformerFeatures", _pf_draw, _pf_call, _pf_bench, _pf_refusals),
+    Kernel("SparseAttention", _sa_draw, _sa_call, _sa_bench, _sa_refusals),
 ]
-_EXTRA_SIGNATURES = {
-    "attnx_linear_attention_workspace_size": ([c_i64] * 5 + [c_i32] * 2, _SIZE_T),
-    "attnx_mixed_chunk_attention_workspace_size": ([c_i64] * 5 + [c_i32], _SIZE_T),
-    "attnx_performer_features_workspace_size": ([c_i64] * 3 + [c_i32], _SIZE_T),
-}
 
 
 # ---------------------------------------------------------------- checking and timing
@@ -640,8 +592,6 @@ def check_kernel(lib, kernel: Kernel, cases: int, rng, dev, log=lambda m: None) 
     """`cases` random cases per dtype, each against the op's float64 reference. On the emulator each case
     runs twice, with a block's threads in ascending and then descending order between barriers: a kernel
     that reads shared memory another thread writes without a barrier between gives different bits."""
-    from attnx.ops import REGISTRY
-
     spec = REGISTRY[kernel.op]
     results = []
     for dtype in DTYPES:
@@ -790,15 +740,9 @@ def main(argv=None) -> int:
         lib = ctypes.CDLL(str(lib_path))
         dev = CudaDevice(torch)
     report["library"] = str(lib_path)
-    for name, (argtypes, restype) in _EXTRA_SIGNATURES.items():
-        if hasattr(lib, name):
-            getattr(lib, name).argtypes, getattr(lib, name).restype = argtypes, restype
-
-    from attnx.ops import REGISTRY
-
     wired = {k.op for k in KERNELS}
     missing = [op for op in REGISTRY if REGISTRY[op].plugin is not None and op not in wired]
-    missing += [k.op for k in kernels if not hasattr(lib, k.symbol)]
+    missing += [k.op for k in kernels if not all(hasattr(lib, e.symbol) for e in ENTRY_POINTS[k.op])]
     rng = np.random.default_rng(args.seed)
     torch.manual_seed(args.seed)
     bench = not args.no_bench and not args.emulate
@@ -806,8 +750,8 @@ def main(argv=None) -> int:
     for kernel in kernels:
         if kernel.op in missing:
             continue
-        fn = getattr(lib, kernel.symbol)
-        fn.argtypes, fn.restype = kernel.argtypes, ctypes.c_int
+        for entry in ENTRY_POINTS[kernel.op]:
+            entry.bind(lib)
         checks[kernel.op] = check_kernel(lib, kernel, args.cases, rng, dev, _log)
         if kernel.refusals is not None:
             refusals += kernel.refusals(lib, dev)

@@ -22,8 +22,7 @@ from attnx.errors import ExportError
 from attnx.exporters import rotary
 from attnx.exporters.functions import attach_local_functions
 from attnx.models.zoo import LoadedModel
-from attnx.ops import DOMAIN, REGISTRY, VERSION, register_onnx_schemas
-from attnx.ops.torch_ops import TORCH_OPS
+from attnx.ops import DOMAIN, REGISTRY, TORCH_OPS, VERSION, register_onnx_schemas
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 OPSETS = (18, 23)  # 23: softmax attention as ONNX Attention, RoPE as RotaryEmbedding

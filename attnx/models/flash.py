@@ -10,8 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from attnx.ops import mixed_chunk_attention as spec
-from attnx.ops import torch_ops  # noqa: F401  (registers torch.ops.attnx.*)
+from attnx.ops import mixed_chunk_attention as mc
 
 
 class ScaleOffset(nn.Module):
@@ -31,7 +30,7 @@ class FLASH(nn.Module):
 
     def __init__(self, dim: int, *, qk_dim: int = 32, expansion: int = 2, **attrs):
         super().__init__()
-        self.attrs = spec.SPEC.resolve(attrs)
+        self.attrs = mc.SPEC.resolve(attrs)
         self.hidden = expansion * dim
         self.uv = nn.Linear(dim, 2 * self.hidden)
         self.z = nn.Linear(dim, qk_dim)
@@ -73,16 +72,7 @@ class FLASH(nn.Module):
         """One token x [B, 1, dim] after L positions of the current chunk → (y [B, 1, dim], next state)."""
         if not self.causal:
             raise ValueError("FLASH.decode: a non-causal attention has no token-by-token form")
-        u, quad_q, quad_k, lin_q, lin_k, v = self.project(x)
-        s_lin, past_qk, past_lk, past_v = state
-        quad_k, lin_k, v = (torch.cat([p, t], dim=2) for p, t in ((past_qk, quad_k), (past_lk, lin_k), (past_v, v)))
-        g = self.attrs["chunk_size"]
-        s_q, s_l = spec.scales(g, causal=True, chunk_size=g, quad_scale=self.attrs["quad_scale"],
-                               lin_scale=self.attrs["lin_scale"])
-        # every cached key is in the new token's chunk and not after it; the state is the chunks before
-        quad = torch.relu(s_q * quad_q @ quad_k.transpose(-1, -2)).square()
-        y = quad @ v + s_l * (lin_q @ s_lin)
-        # when this token finishes its chunk, the chunk moves into the state and the cache empties
-        done = v.shape[2] // g * g
-        s_lin = s_lin + lin_k[:, :, :done].transpose(-1, -2) @ v[:, :, :done]
-        return self.out(u * y.squeeze(1)), (s_lin, quad_k[:, :, done:], lin_k[:, :, done:], v[:, :, done:])
+        u, *qkv = self.project(x)
+        y, state = mc.recurrent_step(*qkv, state, chunk_size=self.attrs["chunk_size"],
+                                     quad_scale=self.attrs["quad_scale"], lin_scale=self.attrs["lin_scale"])
+        return self.out(u * y.squeeze(1)), state

@@ -10,7 +10,7 @@ Q = Z ⊙ γ_q + β_q, K = Z ⊙ γ_k + β_k; output (U ⊙ A V) W_o, single hea
 - `softmax`: A = softmax(log n / log n_train · QKᵀ/√s), the log-n scale that Su's article
   shows generalises to longer sequences where relu²/n does not.
 
-The relu² attention is one `attnx::ReluSquaredAttention` call (attnx/ops/relu_squared_attention.py),
+The relu² attention is one `attnx::ReluSquaredAttention` call (attnx/ops/relu_squared_attention/),
 in the prefill and in the decode step, so the exported graphs carry one node per call that the
 TensorRT plugin takes. `relu_squared_attention` below is the same formula in plain torch ops,
 kept as the readable form (the tests compare the two).
@@ -26,10 +26,8 @@ from torch import nn
 from attnx.errors import AttributeValueError
 from attnx.models.flash import ScaleOffset
 from attnx.models.softmax_attention import length_scale
-from attnx.ops import torch_ops  # noqa: F401  (registers torch.ops.attnx.*)
+from attnx.ops.relu_squared_attention import NORMS, PLACEMENTS
 
-NORMS = ("n", "visible", "fixed", "none")
-PLACEMENTS = ("outside", "inside")
 ATTENTIONS = ("relu2", "softmax")
 
 

@@ -1,8 +1,8 @@
 """Multi-head linear attention: one `attnx::LinearAttention` call per forward.
 
 The float64 definition is `attnx.ops.linear_attention.reference`; `step` is the same
-attention as an RNN (VARIANTS.md, "Attention as an RNN"): one token in, float32 state
-(S [B, H, D, E], z [B, H, D]) in and out, reproducing the causal forward token by token.
+attention as an RNN (VARIANTS.md, "Attention as an RNN", the op's `recurrent_step`): one token in,
+float32 state (S [B, H, D, E], z [B, H, D]) in and out, reproducing the causal forward token by token.
 Without `normalize` the heads are RMS-normalised instead (TransNormer's NormAttention).
 """
 
@@ -11,8 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from attnx.ops import linear_attention as spec
-from attnx.ops import torch_ops  # noqa: F401  (registers torch.ops.attnx.*)
+from attnx.ops import linear_attention as la
 
 
 class LinearAttention(nn.Module):
@@ -20,7 +19,7 @@ class LinearAttention(nn.Module):
 
     def __init__(self, dim: int, heads: int, **attrs):
         super().__init__()
-        self.attrs = spec.SPEC.resolve(attrs)
+        self.attrs = la.SPEC.resolve(attrs)
         self.heads, self.head_dim = heads, dim // heads
         self.qkv = nn.Linear(dim, 3 * dim)
         self.out = nn.Linear(dim, dim)
@@ -77,11 +76,6 @@ class LinearAttention(nn.Module):
         self._require_causal("step")
         s, z = state if state is not None else self.initial_state(x.shape[0], x.device)
         q, k, v = self._heads(x.unsqueeze(1)).squeeze(3)   # [B, H, D] each
-        phi = spec.FEATURE_MAPS[self.attrs["feature_map"]]
-        fq, fk = phi(q.to(s.dtype)), phi(k.to(s.dtype))
-        s = s + fk.unsqueeze(-1) * v.to(s.dtype).unsqueeze(-2)
-        z = z + fk
-        y = torch.einsum("bhd,bhde->bhe", fq, s)
-        if self.attrs["normalize"]:
-            y = y / ((fq * z).sum(-1, keepdim=True) + self.attrs["eps"])
+        y, s, z = la.recurrent_step(q, k, v, s, z, feature_map=self.attrs["feature_map"],
+                                    normalize=self.attrs["normalize"], eps=self.attrs["eps"])
         return self._merge(y.to(x.dtype).unsqueeze(1)).squeeze(1), (s, z)

@@ -5,7 +5,7 @@ Each forward is two `attnx::PerformerFeatures` calls (queries, keys) feeding one
 construction (orthogonal blocks, rows rescaled to chi-distributed norms) and kept as a buffer,
 so the exported graph holds it as an initializer. A causal Performer stabilises the keys
 with a fixed constant (`kind` key_fixed) rather than the sequence maximum, which would make
-each key's features depend on later keys (attnx/ops/performer_features.py).
+each key's features depend on later keys (attnx/ops/performer_features/).
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ import torch
 from torch import nn
 
 from attnx.ops import linear_attention, performer_features
-from attnx.ops import torch_ops  # noqa: F401  (registers torch.ops.attnx.*)
 
 
 def orthogonal_random_features(m: int, d: int, *, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -9,8 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from attnx.ops import sparse_attention as spec
-from attnx.ops import torch_ops  # noqa: F401  (registers torch.ops.attnx.*)
+from attnx.ops import sparse_attention as sa
 
 
 class SparseAttention(nn.Module):
@@ -18,7 +17,7 @@ class SparseAttention(nn.Module):
 
     def __init__(self, dim: int, heads: int, **attrs):
         super().__init__()
-        self.attrs = spec.SPEC.resolve(attrs)
+        self.attrs = sa.SPEC.resolve(attrs)
         self.heads, self.head_dim = heads, dim // heads
         self.qkv = nn.Linear(dim, 3 * dim)
         self.out = nn.Linear(dim, dim)
@@ -63,13 +62,5 @@ class SparseAttention(nn.Module):
             raise ValueError("SparseAttention.decode: a non-causal attention has no token-by-token form")
         q, k, v = self.project(x)
         k, v = torch.cat([state[0], k], dim=2), torch.cat([state[1], v], dim=2)
-        scores = q @ k.transpose(-1, -2) * (self.attrs["scale"] or self.head_dim ** -0.5)   # [B, H, 1, T + 1]
-        if self.attrs["pattern"] != "local":  # a local cache holds exactly the window
-            j = torch.arange(k.shape[2], device=k.device)   # the full cache: key j is position j
-            keep = spec.allowed(j[-1:], j, **{a: self.attrs[a] for a in _PATTERN_ATTRS})
-            scores = scores.masked_fill(~keep, float("-inf"))
-        y = torch.softmax(scores, -1) @ v
+        y = sa.recurrent_step(q, k, v, **self.attrs)
         return self.out(y.transpose(1, 2).flatten(2)), self._kept(k, v)
-
-
-_PATTERN_ATTRS = ("pattern", "window", "dilation", "stride", "block", "causal")

@@ -15,14 +15,13 @@ from torch import nn
 
 from attnx.models.sparse_attention import SparseAttention
 from attnx.models.tiny_lm import TinyLM
-from attnx.ops import linear_attention as spec
-from attnx.ops import torch_ops  # noqa: F401  (registers torch.ops.attnx.*)
+from attnx.ops import linear_attention as la
 
 
 def reference(q, k, v, gate, norm_weight, *, causal: bool, eps: float = 1e-6):
     """Float64 NormAttention core. q, k, v [B, H, N, D], gate [B, H, N, D] (after silu), norm
     weight [D] → RMSNorm(φ(q)·Σφ(k)vᵀ) ⊙ gate, [B, H, N, D]."""
-    y = spec.reference(q, k, v, causal=causal, feature_map="elu", normalize=False, eps=1e-6, chunk_size=1)[0]
+    y = la.reference(q, k, v, causal=causal, feature_map="elu", normalize=False, eps=1e-6, chunk_size=1)[0]
     y = y * torch.rsqrt(y.square().mean(-1, keepdim=True) + eps) * norm_weight.double()
     return y * gate.double()
 
@@ -32,8 +31,8 @@ class NormAttention(nn.Module):
 
     def __init__(self, dim: int, heads: int, *, causal: bool = True, chunk_size: int = 64):
         super().__init__()
-        self.attrs = spec.SPEC.resolve({"causal": causal, "feature_map": "elu", "normalize": False,
-                                        "chunk_size": chunk_size})
+        self.attrs = la.SPEC.resolve({"causal": causal, "feature_map": "elu", "normalize": False,
+                                      "chunk_size": chunk_size})
         self.heads, self.head_dim = heads, dim // heads
         self.qkv = nn.Linear(dim, 3 * dim)
         self.gate = nn.Linear(dim, dim)

@@ -19,13 +19,12 @@ import torch
 from torch import nn
 
 from attnx.models.rope import Rotary
-from attnx.ops import linear_attention as spec
-from attnx.ops import torch_ops  # noqa: F401  (registers torch.ops.attnx.*)
+from attnx.ops import linear_attention as la
 
 
 def reference(q, k, v, rotated_q, rotated_k, *, eps: float = 1e-6):
     """Float64 definition, dense. q, k [B, H, N, D] before φ; rotated_q/k = R φ(q), R φ(k) → [B, H, N, E]."""
-    phi = spec.FEATURE_MAPS["elu"]
+    phi = la.FEATURE_MAPS["elu"]
     num = torch.einsum("bhnd,bhmd->bhnm", rotated_q.double(), rotated_k.double()) @ v.double()
     den = torch.einsum("bhnd,bhmd->bhnm", phi(q.double()), phi(k.double())).sum(-1, keepdim=True)
     return num / (den + eps)
@@ -40,11 +39,11 @@ class RotaryLinearAttention(nn.Module):
         self.qkv = nn.Linear(dim, 3 * dim)
         self.out = nn.Linear(dim, dim)
         self.rotary = Rotary(self.head_dim, two_d=True)
-        self.plain = spec.SPEC.resolve({"feature_map": "identity", "normalize": False})
+        self.plain = la.SPEC.resolve({"feature_map": "identity", "normalize": False})
 
     def forward(self, x, grid: tuple[int, int]):
         q, k, v = self.qkv(x).unflatten(-1, (3, self.heads, self.head_dim)).permute(2, 0, 3, 1, 4)
-        phi = spec.FEATURE_MAPS["elu"]
+        phi = la.FEATURE_MAPS["elu"]
         fq, fk = phi(q), phi(k)
         rq, rk = self.rotary(fq, fk, grid)
         num = torch.ops.attnx.linear_attention(rq, rk, v, **self.plain)[0]

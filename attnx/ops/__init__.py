@@ -1,4 +1,9 @@
-"""The op registry: one `OpSpec` per custom op in domain `attnx`, version 1."""
+"""The op registry: one folder per custom op in domain `attnx`, version 1, each with its `OpSpec`.
+
+`attnx/ops/<op>/` holds the spec (`spec.py`), the float64 reference (`naive.py`), the ONNX
+function body (`onnx_body.py`), the torch custom op (`torch_op.py`) and the binding of its CUDA
+kernel's C entry points (`kernel.py`). Importing the registry registers every `torch.ops.attnx.*`.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +12,21 @@ from onnx import defs
 from attnx.errors import AttnxError
 from attnx.ops import (linear_attention, mixed_chunk_attention, performer_features, relu_squared_attention,
                        sparse_attention)
+from attnx.ops.entry_point import EntryPoint
 from attnx.ops.spec import Attr, OpSpec, PluginSpec, TensorArg
 
 DOMAIN = "attnx"
 VERSION = 1
 
-REGISTRY: dict[str, OpSpec] = {spec.name: spec for spec in (
-    linear_attention.SPEC, performer_features.SPEC, mixed_chunk_attention.SPEC, sparse_attention.SPEC,
-    relu_squared_attention.SPEC)}
+_OPS = (linear_attention, performer_features, mixed_chunk_attention, sparse_attention, relu_squared_attention)
+
+REGISTRY: dict[str, OpSpec] = {op.SPEC.name: op.SPEC for op in _OPS}
+
+# The torch.ops overload of each op, for the exporter's translation table.
+TORCH_OPS = {op.SPEC.name: op.torch_op.OP for op in _OPS}
+
+# The C entry points of each op's CUDA kernels, the forward call first.
+ENTRY_POINTS: dict[str, tuple[EntryPoint, ...]] = {op.SPEC.name: op.kernel.ENTRY_POINTS for op in _OPS}
 
 
 def get_spec(name: str) -> OpSpec:
@@ -34,5 +46,5 @@ def register_onnx_schemas() -> None:
             defs.register_schema(spec.onnx_schema())
 
 
-__all__ = ["Attr", "DOMAIN", "OpSpec", "PluginSpec", "REGISTRY", "TensorArg", "VERSION", "get_spec",
-           "register_onnx_schemas"]
+__all__ = ["Attr", "DOMAIN", "ENTRY_POINTS", "EntryPoint", "OpSpec", "PluginSpec", "REGISTRY", "TORCH_OPS",
+           "TensorArg", "VERSION", "get_spec", "register_onnx_schemas"]

@@ -1,9 +1,10 @@
 """The op spec: one declaration per custom op, from which everything else derives.
 
 An `OpSpec` names the op, its tensors and its typed attributes, and carries the float64
-reference (the definition), the builder of its ONNX function body and its TensorRT plugin
-identity. The torch.library schema, the ONNX `OpSchema`, the exporter's translation, the
-plugin fields and the tests all read the spec; none restates an attribute.
+reference (the definition), the body of its ONNX function and its TensorRT plugin identity;
+each op declares its own in `attnx/ops/<op>/spec.py`. The torch.library schema, the ONNX
+`OpSchema`, the exporter's translation, the plugin fields, the kernel bindings and the tests all
+read the spec; none restates an attribute.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any, Callable, Mapping, Sequence
 from onnx import defs
 
 from attnx.errors import AttributeValueError
+from attnx.ops.function_builder import FunctionBuilder
 
 # ONNX attribute types and the TensorRT plugin field type the ONNX parser passes for each
 # (DESIGN.md, "TensorRT form": int → int32, float → float32, string → char).
@@ -131,8 +133,8 @@ class OpSpec:
     """One custom op, complete.
 
     reference(*tensors, **attrs) -> tuple of float64 tensors: the definition.
-    function_body(attrs, n_inputs, n_outputs, opset) -> onnx.FunctionProto: the ONNX local
-    function for one specialisation (the node's `overload` names it).
+    body(b, attrs, n_inputs, n_outputs) -> onnx.FunctionProto: writes the ONNX local function
+    of one specialisation on the FunctionBuilder `b` (see `function_body`).
     """
 
     name: str
@@ -141,7 +143,7 @@ class OpSpec:
     outputs: tuple[TensorArg, ...]
     attributes: tuple[Attr, ...]
     reference: Callable[..., tuple]
-    function_body: Callable[..., Any]
+    body: Callable[..., Any]
     plugin: PluginSpec
     domain: str = "attnx"
     version: int = 1
@@ -174,6 +176,11 @@ class OpSpec:
         parts.append(f"in={n_inputs}")
         parts.append(f"out={n_outputs}")
         return ",".join(parts)
+
+    def function_body(self, attrs: Mapping[str, Any], n_inputs: int, n_outputs: int, opset: int):
+        """The onnx.FunctionProto of one specialisation; the node's `overload` names it."""
+        b = FunctionBuilder(self.domain, self.name, self.overload(attrs, n_inputs, n_outputs), opset)
+        return self.body(b, attrs, n_inputs, n_outputs)
 
     def onnx_schema(self) -> defs.OpSchema:
         """The ONNX OpSchema, so onnx.checker and onnxscript know the node's signature."""

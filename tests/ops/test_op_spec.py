@@ -65,3 +65,18 @@ def test_every_registered_op_has_reference_body_and_plugin():
         assert spec.name == name and spec.domain == "attnx" and spec.version == 1
         assert callable(spec.reference) and callable(spec.function_body)
         assert spec.plugin.version == "1"
+
+
+def test_kernel_bindings_take_the_attributes_in_spec_order_and_choices_as_their_index():
+    """Each op's forward entry point takes its attributes after the sizes, in the spec's order, just
+    before dtype and stream; a string choice travels as its index in the spec's choices."""
+    from attnx.ops import ENTRY_POINTS
+    from attnx.ops.entry_point import attribute_values
+
+    assert set(ENTRY_POINTS) == set(REGISTRY)
+    for name, spec in REGISTRY.items():
+        params = [p for p, _ in ENTRY_POINTS[name][0].params]
+        assert params[-2:] == ["dtype", "stream"]
+        assert params[-2 - len(spec.attributes):-2] == [a.name for a in spec.attributes], name
+    attrs = SPEC.resolve({"causal": True, "feature_map": "identity", "eps": 1e-3})
+    assert attribute_values(SPEC, attrs) == [1, 2, 1, 1e-3, 64]

@@ -1,4 +1,4 @@
-"""LinearAttention: reference vs naive loops, the fast eager path and the ONNX body vs reference.
+"""LinearAttention: reference vs the recurrent form, the fast eager path and the ONNX body vs reference.
 
 Tolerances: float64 paths agree to 1e-10 (only summation order differs). The float32 paths
 (eager chunked, ONNX body) are held to 1e-4 absolute on outputs of order 1: float32 rounds
@@ -16,29 +16,10 @@ from attnx.errors import InputError
 from attnx.models import LinearAttention
 from attnx.ops import linear_attention as la
 from attnx.ops import register_onnx_schemas
-from attnx.ops.torch_ops import chunk_linear_attn
 
 LENGTHS = (1, 37, 130)  # 1, and lengths that are not a multiple of the chunk (16)
 COMBOS = [dict(causal=c, feature_map=f, normalize=n) for c in (False, True)
           for f in ("elu", "relu", "identity") for n in (True, False)]
-
-
-def naive_loop(q, k, v, s0, z0, *, causal, feature_map, normalize, eps):
-    """Position by position in float64: the sums written out, the RNN form when causal."""
-    phi = la.FEATURE_MAPS[feature_map]
-    q, k, v, s0, z0 = (x.double() for x in (q, k, v, s0, z0))
-    b, h, n, _ = q.shape
-    y = torch.zeros(b, h, n, v.shape[-1], dtype=torch.float64)
-    for i in range(n):
-        keys = range(i + 1) if causal else range(k.shape[2])
-        s, z = s0.clone(), z0.clone()
-        for j in keys:
-            s += phi(k[:, :, j]).unsqueeze(-1) * v[:, :, j].unsqueeze(-2)
-            z += phi(k[:, :, j])
-        fq = phi(q[:, :, i])
-        num = torch.einsum("bhd,bhde->bhe", fq, s)
-        y[:, :, i] = num / ((fq * z).sum(-1, keepdim=True) + eps) if normalize else num
-    return y
 
 
 def inputs(rng, n, m=None, d=8, e=6, feature_map="elu"):
@@ -54,19 +35,19 @@ def inputs(rng, n, m=None, d=8, e=6, feature_map="elu"):
 
 @pytest.mark.parametrize("attrs", COMBOS, ids=lambda a: "-".join(f"{k}={v}" for k, v in a.items()))
 @pytest.mark.parametrize("n", (1, 11))
-def test_reference_equals_naive_loop(attrs, n, rng):
+def test_reference_equals_recurrent_form(attrs, n, rng):
     q, k, v, s0, z0 = inputs(rng, n, feature_map=attrs["feature_map"])
-    for state in (None, (s0, z0)):
-        y = la.reference(q, k, v, *(state or ()), eps=1e-6, chunk_size=4, **attrs)[0]
-        zeros = (torch.zeros_like(s0), torch.zeros_like(z0))
-        expected = naive_loop(q, k, v, *(state or zeros), eps=1e-6, **attrs)
-        torch.testing.assert_close(y, expected, rtol=1e-10, atol=1e-10)
+    for state in ((), (s0, z0)):
+        ref = la.reference(q, k, v, *state, eps=1e-6, chunk_size=4, **attrs)
+        expected = la.naive_recurrent_linear_attn(q, k, v, *state, eps=1e-6, **attrs)
+        for got, want in zip(ref, expected):
+            torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
 
 
 def test_noncausal_reference_takes_more_keys_than_queries(rng):
-    q, k, v, s0, z0 = inputs(rng, 5, m=9)
+    q, k, v, _, _ = inputs(rng, 5, m=9)
     y = la.reference(q, k, v, causal=False, feature_map="elu", normalize=True, eps=1e-6, chunk_size=4)[0]
-    expected = naive_loop(q, k, v, s0 * 0, z0 * 0, causal=False, feature_map="elu", normalize=True, eps=1e-6)
+    expected = la.naive_recurrent_linear_attn(q, k, v, causal=False, feature_map="elu", normalize=True, eps=1e-6)[0]
     torch.testing.assert_close(y, expected, rtol=1e-10, atol=1e-10)
 
 
@@ -75,7 +56,7 @@ def test_noncausal_reference_takes_more_keys_than_queries(rng):
 def test_chunked_eager_path_matches_reference(attrs, n, rng):
     q, k, v, s0, z0 = inputs(rng, n, feature_map=attrs["feature_map"])
     for state in ((), (s0, z0)):
-        got = chunk_linear_attn(q, k, v, *state, eps=1e-6, chunk_size=16, **attrs)
+        got = la.chunk_linear_attn(q, k, v, *state, eps=1e-6, chunk_size=16, **attrs)
         ref = la.reference(q, k, v, *state, eps=1e-6, chunk_size=16, **attrs)
         for g, r in zip(got, ref):
             torch.testing.assert_close(g.double(), r, rtol=1e-4, atol=1e-4)

@@ -1,4 +1,4 @@
-"""ReluSquaredAttention: reference vs a row loop, eager path and ONNX body vs the reference.
+"""ReluSquaredAttention: reference vs its row-by-row form, eager path and ONNX body vs the reference.
 
 Tolerances: the float64 reference and the loop differ only in summation order (1e-10). The
 float32 eager path and ONNX body are held to 1e-4 relative and absolute: scores of order 1 are
@@ -11,7 +11,6 @@ import torch
 
 from attnx.errors import AttributeValueError, InputError
 from attnx.ops import relu_squared_attention as rs
-from attnx.ops.torch_ops import relu_squared_attn
 from helpers.onnx_node import one_node_session
 
 COMBOS = [dict(causal=c, norm=n, norm_placement=p) for c in (False, True) for n in rs.NORMS for p in rs.PLACEMENTS]
@@ -19,24 +18,6 @@ COMBOS = [dict(causal=c, norm=n, norm_placement=p) for c in (False, True) for n 
 
 def ident(a):
     return "-".join(f"{k}={v}" for k, v in a.items())
-
-
-def row_loop(q, k, v, bias=None, *, causal, scale, norm, fixed_length, norm_placement):
-    """Row by row in float64, each row's length written out."""
-    if bias is not None:
-        bias = bias.double().expand(*q.shape[:3], k.shape[2])
-    q, k, v = q.double(), k.double(), v.double()
-    s = scale or q.shape[-1] ** -0.5
-    y = torch.zeros(*q.shape[:3], v.shape[-1], dtype=torch.float64)
-    for i in range(q.shape[2]):
-        keys = i + 1 if causal else k.shape[2]
-        length = {"n": k.shape[2], "visible": keys, "fixed": fixed_length, "none": 1}[norm]
-        scores = s * torch.einsum("bhd,bhmd->bhm", q[:, :, i], k[:, :, :keys])
-        if bias is not None:
-            scores = scores + bias[:, :, i, :keys]
-        a = torch.relu(scores / length).square() if norm_placement == "inside" else torch.relu(scores).square() / length
-        y[:, :, i] = torch.einsum("bhm,bhme->bhe", a, v[:, :, :keys])
-    return y
 
 
 def qkv(rng, n, d=8, e=6):
@@ -49,7 +30,8 @@ def test_reference_equals_row_loop(attrs, rng):
     attrs = dict(attrs, scale=0.0, fixed_length=7)
     for n in (1, 13):
         q, k, v = qkv(rng, n)
-        torch.testing.assert_close(rs.reference(q, k, v, **attrs)[0], row_loop(q, k, v, **attrs), rtol=1e-10, atol=1e-10)
+        torch.testing.assert_close(rs.reference(q, k, v, **attrs)[0],
+                                   rs.naive_rowwise_relu_squared_attn(q, k, v, **attrs), rtol=1e-10, atol=1e-10)
 
 
 @pytest.mark.parametrize("attrs", COMBOS, ids=ident)
@@ -59,7 +41,7 @@ def test_eager_path_and_onnx_body_match_the_reference(attrs, rng):
     for n in (1, 37, 300):
         q, k, v = qkv(rng, n)
         ref = rs.reference(q, k, v, **attrs)[0]
-        torch.testing.assert_close(relu_squared_attn(q, k, v, **attrs).double(), ref, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(rs.relu_squared_attn(q, k, v, **attrs).double(), ref, rtol=1e-4, atol=1e-4)
         (got,) = session.run(None, {"q": q.numpy(), "k": k.numpy(), "v": v.numpy()})
         np.testing.assert_allclose(got, ref.numpy(), rtol=1e-4, atol=1e-4)
 
@@ -74,7 +56,8 @@ def test_bias_reference_equals_row_loop(attrs, rng):
         q, k, v = qkv(rng, n)
         for shape in BIAS_SHAPES:
             bias = torch.randn(*shape(n), generator=rng)
-            torch.testing.assert_close(rs.reference(q, k, v, bias, **attrs)[0], row_loop(q, k, v, bias, **attrs),
+            torch.testing.assert_close(rs.reference(q, k, v, bias, **attrs)[0],
+                                       rs.naive_rowwise_relu_squared_attn(q, k, v, bias, **attrs),
                                        rtol=1e-10, atol=1e-10)
 
 

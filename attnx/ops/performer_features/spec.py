@@ -19,49 +19,11 @@ sequence maximum (key) stays the choice for non-causal attention.
 
 from __future__ import annotations
 
-import numpy as np
-
-from attnx.ops.function_builder import FunctionBuilder
+from attnx.ops.performer_features.naive import reference
+from attnx.ops.performer_features.onnx_body import function_body
 from attnx.ops.spec import Attr, OpSpec, PluginSpec, TensorArg
 
 KINDS = ("query", "key", "key_fixed")
-
-
-def stabiliser(wx, *, kind, offset):
-    """c, broadcastable to wx [B, H, N, M]: per row (query), per batch and head (key), or `offset`."""
-    if kind == "query":
-        return wx.amax(-1, keepdim=True)
-    if kind == "key":
-        return wx.amax((-2, -1), keepdim=True)
-    return offset
-
-
-def reference(x, w, *, kind, eps, offset):
-    """Float64 definition. x [B, H, N, D], w [M, D] → (features [B, H, N, M],)."""
-    x, w = x.double(), w.double()
-    x = x * x.shape[-1] ** -0.25
-    wx = x @ w.T
-    c = stabiliser(wx, kind=kind, offset=offset)
-    half_norm = (x * x).sum(-1, keepdim=True) / 2
-    return ((wx - half_norm - c).exp() / w.shape[0] ** 0.5 + eps,)
-
-
-def function_body(attrs, n_inputs: int, n_outputs: int, opset: int):
-    """Elementwise after one [N, D] × [D, M] MatMul; float32 inside."""
-    b = FunctionBuilder(SPEC.domain, SPEC.name, SPEC.overload(attrs, n_inputs, n_outputs), opset)
-    x, w = b.Cast("x", to=1), b.Cast("w", to=1)
-    d, m = b.Cast(b.Shape(x, start=3), to=1), b.Cast(b.Shape(w, end=1), to=1)
-    x = b.Mul(x, b.Pow(d, b.const(-0.25, np.float32)))
-    wx = b.MatMul(x, b.Transpose(w, perm=[1, 0]))                                     # [B, H, N, M]
-    if attrs["kind"] == "key_fixed":
-        c = b.const(attrs["offset"], np.float32)
-    else:
-        c = b.ReduceMax(wx, b.const([-1] if attrs["kind"] == "query" else [-2, -1]), keepdims=1)
-    half_norm = b.Div(b.ReduceSum(b.Mul(x, x), b.const([-1]), keepdims=1), b.const(2.0, np.float32))
-    phi = b.Div(b.Exp(b.Sub(b.Sub(wx, half_norm), c)), b.Sqrt(m))
-    b.rename(b.CastLike(b.Add(phi, b.const(attrs["eps"], np.float32)), "x"), "features")
-    return b.build(["x", "w"], ["features"])
-
 
 SPEC = OpSpec(
     name="PerformerFeatures",
@@ -80,6 +42,6 @@ SPEC = OpSpec(
              "unused by query and key"),
     ),
     reference=reference,
-    function_body=function_body,
+    body=function_body,
     plugin=PluginSpec("PerformerFeatures"),
 )

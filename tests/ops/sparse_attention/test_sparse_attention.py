@@ -1,5 +1,6 @@
-"""SparseAttention: the mask against the patterns' text, the eager path and the ONNX body against
-the float64 reference, causal rows against prefix runs, and no N×N tensor in the exported graphs.
+"""SparseAttention: the mask against the patterns' text (spelled out key by key), the eager path and
+the ONNX body against the float64 reference, and causal rows against prefix runs (no N×N tensor in
+the exported graphs: tests/check/test_zoo_parity.py).
 
 Tolerances: float64 paths agree to 1e-10 (summation order only). The float32 paths (eager,
 ONNX body) are held to 1e-5 absolute: outputs are convex combinations of values of order 1
@@ -14,7 +15,6 @@ import torch
 
 from attnx.errors import AttributeValueError, InputError
 from attnx.ops import sparse_attention as sa
-from attnx.ops.torch_ops import window_sparse_attn
 from helpers.onnx_node import one_node_session
 
 # windows, dilations, strides and blocks chosen so no length below is a multiple of any of them
@@ -27,39 +27,6 @@ def case_id(attrs):
     return f"{attrs['pattern']}-{'causal' if attrs['causal'] else 'full'}"
 
 
-def allowed_keys(i, n, *, pattern, window, dilation, stride, block, causal):
-    """The allowed set A(i), spelled out from VARIANTS.md one key at a time."""
-    keys = set()
-    for j in range(n):
-        d = i - j
-        if causal and d < 0:
-            continue
-        if pattern == "local":
-            ok = d < window if causal else abs(d) <= window
-        elif pattern == "dilated":
-            ok = d % dilation == 0 and (d < window * dilation if causal else abs(d) <= window * dilation)
-        elif pattern == "strided":
-            ok = (d < window if causal else abs(d) <= window) or d % stride == 0
-        else:
-            ok = i // block == j // block
-        if ok:
-            keys.add(j)
-    return keys
-
-
-def naive_loop(q, k, v, *, scale, **pattern):
-    q, k, v = q.double(), k.double(), v.double()
-    n = q.shape[2]
-    s = scale or q.shape[-1] ** -0.5
-    y = torch.zeros(*q.shape[:3], v.shape[-1], dtype=torch.float64)
-    for i in range(n):
-        keys = sorted(allowed_keys(i, n, **pattern))
-        assert i in keys
-        w = torch.softmax(torch.einsum("bhd,bhjd->bhj", q[:, :, i], k[:, :, keys]) * s, -1)
-        y[:, :, i] = torch.einsum("bhj,bhje->bhe", w, v[:, :, keys])
-    return y
-
-
 def qkv(rng, n, d=8, e=6):
     return (torch.randn(2, 3, n, d, generator=rng), torch.randn(2, 3, n, d, generator=rng),
             torch.randn(2, 3, n, e, generator=rng))
@@ -68,9 +35,10 @@ def qkv(rng, n, d=8, e=6):
 @pytest.mark.parametrize("attrs", CASES, ids=case_id)
 @pytest.mark.parametrize("n", (1, 23))
 def test_reference_equals_naive_loop(attrs, n, rng):
+    assert all(i in sa.allowed_keys(i, n, **attrs) for i in range(n))  # no row is empty
     q, k, v = qkv(rng, n)
     for scale in (0.0, 0.3):
-        expected = naive_loop(q, k, v, scale=scale, **attrs)
+        expected = sa.naive_rowwise_sparse_attn(q, k, v, scale=scale, **attrs)
         torch.testing.assert_close(sa.reference(q, k, v, scale=scale, **attrs)[0], expected, rtol=1e-10, atol=1e-10)
 
 
@@ -80,8 +48,8 @@ def test_eager_path_matches_reference(attrs, n, rng):
     q, k, v = qkv(rng, n)
     attrs = sa.SPEC.resolve(attrs)
     ref = sa.reference(q, k, v, **attrs)[0]
-    torch.testing.assert_close(window_sparse_attn(q, k, v, **attrs).double(), ref, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(window_sparse_attn(q.double(), k.double(), v.double(), **attrs), ref,
+    torch.testing.assert_close(sa.window_sparse_attn(q, k, v, **attrs).double(), ref, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(sa.window_sparse_attn(q.double(), k.double(), v.double(), **attrs), ref,
                                rtol=1e-10, atol=1e-10)
 
 
@@ -100,9 +68,9 @@ def test_causal_rows_equal_runs_on_each_prefix(attrs, rng):
     """Row i of a causal run equals the last row of a run on positions 0..i alone."""
     attrs = sa.SPEC.resolve(attrs)
     q, k, v = qkv(rng, 17)
-    full = window_sparse_attn(q.double(), k.double(), v.double(), **attrs)
+    full = sa.window_sparse_attn(q.double(), k.double(), v.double(), **attrs)
     for i in range(17):
-        prefix = window_sparse_attn(*(x[:, :, :i + 1].double() for x in (q, k, v)), **attrs)
+        prefix = sa.window_sparse_attn(*(x[:, :, :i + 1].double() for x in (q, k, v)), **attrs)
         torch.testing.assert_close(prefix[:, :, -1], full[:, :, i], rtol=1e-12, atol=1e-12)
 
 

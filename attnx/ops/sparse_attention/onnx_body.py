@@ -1,73 +1,19 @@
-"""SparseAttention: softmax attention over a structured key set (VARIANTS.md, "Sparse attention").
-
-The mask is the definition. With d = i − j (query i, key j, both in [0, N)):
-
-- local:   |d| ≤ w;               causal: 0 ≤ d < w (w keys, the query's own included)
-- dilated: d mod r = 0, |d| ≤ w·r; causal: d mod r = 0, 0 ≤ d < w·r (dilation 1 is local)
-- strided: local(w) ∪ {d mod t = 0}; causal: both parts with d ≥ 0
-- block:   ⌊i/b⌋ = ⌊j/b⌋;          causal: and d ≥ 0 (TransNormer's DiagAttention)
-
-Every pattern holds j = i, so no row is empty. `scale` 0 means 1/√D. Keys and values have
-the queries' length. The function body touches only allowed keys: local and dilated gather
-a window of keys per query ([B, H, N, L, D], L = 2w+1 or w); strided adds, per residue
-mod t, the [N/t, N/t] products of queries and keys of that residue; block works on
-[N/b, b, b] tiles. No tensor has two axes of length N.
-"""
+"""SparseAttention's ONNX local function: only allowed keys are touched, no tensor has two axes of length N."""
 
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 from attnx.ops.function_builder import FunctionBuilder
-from attnx.ops.spec import Attr, OpSpec, PluginSpec, TensorArg
-
-PATTERNS = ("local", "dilated", "strided", "block")
-
-
-def allowed(i: torch.Tensor, j: torch.Tensor, *, pattern, window, dilation, stride, block, causal) -> torch.Tensor:
-    """The mask: True where query i may attend to key j (broadcasting integer tensors)."""
-    d = i - j
-    if pattern == "block":
-        keep = torch.div(i, block, rounding_mode="floor") == torch.div(j, block, rounding_mode="floor")
-        return keep & (d >= 0) if causal else keep
-    r = dilation if pattern == "dilated" else 1
-    near = (d >= 0) & (d < window * r) if causal else d.abs() <= window * r
-    if pattern == "local":
-        return near
-    if pattern == "dilated":
-        return near & (d % r == 0)
-    far = d % stride == 0
-    return near | (far & (d >= 0) if causal else far)
-
-
-def reference(q, k, v, *, pattern, window, dilation, stride, block, causal, scale):
-    """Float64 definition: dense softmax under the mask. q, k [B, H, N, D], v [B, H, N, E] → (y,)."""
-    q, k, v = q.double(), k.double(), v.double()
-    n = q.shape[2]
-    s = scale or q.shape[-1] ** -0.5
-    pos = torch.arange(n)
-    mask = allowed(pos[:, None], pos[None, :], pattern=pattern, window=window, dilation=dilation,
-                   stride=stride, block=block, causal=causal)
-    scores = torch.einsum("bhnd,bhmd->bhnm", q, k) * s
-    return (torch.softmax(scores.masked_fill(~mask, float("-inf")), -1) @ v,)
-
-
-def window_offsets(attrs) -> list[int]:
-    """The offsets d = i − j a local or dilated query (or a strided query's local part) may see."""
-    r = attrs["dilation"] if attrs["pattern"] == "dilated" else 1
-    w = attrs["window"]
-    steps = range(w) if attrs["causal"] else range(-w, w + 1)
-    return [t * r for t in steps]
+from attnx.ops.sparse_attention.naive import window_offsets
 
 
 def _f32(b: FunctionBuilder, value) -> str:
     return b.const(value, np.float32)
 
 
-def function_body(attrs, n_inputs: int, n_outputs: int, opset: int):
+def function_body(b: FunctionBuilder, attrs, n_inputs: int, n_outputs: int):
     """The allowed-blocks-only ONNX body (module docstring), float32 inside."""
-    b = FunctionBuilder(SPEC.domain, SPEC.name, SPEC.overload(attrs, n_inputs, n_outputs), opset)
     q, k, v = (b.Cast(x, to=1) for x in ("q", "k", "v"))
     if attrs["scale"]:
         q = b.Mul(q, _f32(b, attrs["scale"]))
@@ -165,28 +111,3 @@ def _windowed(b, q, k, v, n, attrs):
                                                   b.Shape(p_far, start=3), axis=0)), perm=[0, 1, 3, 2, 4])
     y_local = b.Squeeze(b.MatMul(b.Unsqueeze(p_local, b.const([3])), vw), b.const([3]))
     return b.Add(y_local, query_order(b.MatMul(p_far, vr)))
-
-
-SPEC = OpSpec(
-    name="SparseAttention",
-    doc=__doc__,
-    inputs=(
-        TensorArg("q", "[B, H, N, D]", "queries"),
-        TensorArg("k", "[B, H, N, D]", "keys, as many as queries"),
-        TensorArg("v", "[B, H, N, E]", "values"),
-    ),
-    outputs=(TensorArg("y", "[B, H, N, E]", "attention output, dtype of q"),),
-    attributes=(
-        Attr("pattern", str, "local", "which keys a query sees (module docstring)", choices=PATTERNS),
-        Attr("window", int, 16, "local half-width w (causal: w keys back, the query's own included); "
-             "local, dilated and strided", low=1, high=4096),
-        Attr("dilation", int, 2, "dilated: every r-th key within w·r", low=1, high=4096),
-        Attr("stride", int, 16, "strided: also every t-th key", low=1, high=4096),
-        Attr("block", int, 64, "block: tile length b", low=1, high=4096),
-        Attr("causal", bool, False, "keys j <= i only"),
-        Attr("scale", float, 0.0, "multiplies q·k; 0 means 1/sqrt(D)", low=0.0),
-    ),
-    reference=reference,
-    function_body=function_body,
-    plugin=PluginSpec("SparseAttention"),
-)

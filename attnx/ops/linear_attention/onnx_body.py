@@ -1,46 +1,11 @@
-"""LinearAttention ("Transformers are RNNs", Katharopoulos et al. 2020).
-
-y_i = φ(q_i)ᵀ S_i / (φ(q_i)ᵀ z_i + eps) with S = Σ_j φ(k_j) v_jᵀ and z = Σ_j φ(k_j) over all
-keys, or over j ≤ i when causal. Without `normalize` the denominator is dropped (TransNormer's
-NormAttention normalises the output with a norm layer instead). An optional float32 state
-(S₀ [B, H, D, E], z₀ [B, H, D]) stands for keys before this block, seen by every query; the
-state outputs are S₀ + Σ_j φ(k_j) v_jᵀ and z₀ + Σ_j φ(k_j) over the whole block.
-"""
+"""LinearAttention's ONNX local function: linear in N, never an N×N tensor."""
 
 from __future__ import annotations
 
 import numpy as np
-import torch
 from onnx import numpy_helper
 
 from attnx.ops.function_builder import FunctionBuilder
-from attnx.ops.spec import Attr, OpSpec, PluginSpec, TensorArg
-
-FEATURE_MAPS = {
-    "elu": lambda x: torch.nn.functional.elu(x) + 1,
-    "relu": torch.relu,
-    "identity": lambda x: x,
-}
-
-
-def reference(q, k, v, state_s=None, state_z=None, *, causal, feature_map, normalize, eps, chunk_size):
-    """Float64 definition. q [B, H, N, D], k [B, H, M, D], v [B, H, M, E] → (y, S, z)."""
-    del chunk_size  # tiling only; no effect on the result
-    q, k, v = q.double(), k.double(), v.double()
-    fq, fk = FEATURE_MAPS[feature_map](q), FEATURE_MAPS[feature_map](k)
-    scores = torch.einsum("bhnd,bhmd->bhnm", fq, fk)
-    if causal:
-        scores = scores.tril()
-    num = scores @ v
-    den = scores.sum(-1)
-    s = torch.einsum("bhmd,bhme->bhde", fk, v)
-    z = fk.sum(2)
-    if state_s is not None:
-        num = num + fq @ state_s.double()
-        den = den + torch.einsum("bhnd,bhd->bhn", fq, state_z.double())
-        s, z = s + state_s.double(), z + state_z.double()
-    y = num / (den + eps).unsqueeze(-1) if normalize else num
-    return y, s, z
 
 
 def _feature_map(b: FunctionBuilder, x: str, name: str) -> str:
@@ -51,14 +16,13 @@ def _feature_map(b: FunctionBuilder, x: str, name: str) -> str:
     return x
 
 
-def function_body(attrs, n_inputs: int, n_outputs: int, opset: int):
+def function_body(b: FunctionBuilder, attrs, n_inputs: int, n_outputs: int):
     """The linear-cost ONNX body: Q(KᵀV) when non-causal; chunked when causal.
 
     Causal: pad N to a multiple of the chunk C (after φ, so padded keys add nothing), a
     C×C masked product inside each chunk, and an exclusive CumSum over chunk states
     [B, H, N/C, D, E] for the earlier chunks. No tensor grows as N×N.
     """
-    b = FunctionBuilder(SPEC.domain, SPEC.name, SPEC.overload(attrs, n_inputs, n_outputs), opset)
     f32 = 1
     q, k, v = (b.Cast(x, to=f32) for x in ("q", "k", "v"))
     fq, fk = _feature_map(b, q, attrs["feature_map"]), _feature_map(b, k, attrs["feature_map"])
@@ -125,34 +89,3 @@ def function_body(attrs, n_inputs: int, n_outputs: int, opset: int):
 
 def _f32_tensor(value: float):
     return numpy_helper.from_array(np.array([value], dtype=np.float32))
-
-
-SPEC = OpSpec(
-    name="LinearAttention",
-    doc=__doc__,
-    inputs=(
-        TensorArg("q", "[B, H, N, D]", "queries"),
-        TensorArg("k", "[B, H, M, D]", "keys (M = N when causal)"),
-        TensorArg("v", "[B, H, M, E]", "values"),
-        TensorArg("state_s", "[B, H, D, E]", "initial Σφ(k)vᵀ; with state_z or not at all",
-                  optional=True, float32_only=True),
-        TensorArg("state_z", "[B, H, D]", "initial Σφ(k)", optional=True, float32_only=True),
-    ),
-    outputs=(
-        TensorArg("y", "[B, H, N, E]", "attention output, dtype of q"),
-        TensorArg("state_s_out", "[B, H, D, E]", "state after this block", optional=True, float32_only=True),
-        TensorArg("state_z_out", "[B, H, D]", "key sum after this block", optional=True, float32_only=True),
-    ),
-    attributes=(
-        Attr("causal", bool, False, "keys j ≤ i only (requires M = N)"),
-        Attr("feature_map", str, "elu", "φ applied to q and k: elu+1, relu, or identity "
-             "(features computed elsewhere, e.g. PerformerFeatures)", choices=("elu", "relu", "identity")),
-        Attr("normalize", bool, True, "divide by φ(q)·Σφ(k) + eps"),
-        Attr("eps", float, 1e-6, "added to the denominator", low=0.0, low_open=True, high=1.0),
-        Attr("chunk_size", int, 64, "tile length of the causal chunked form; no effect on results",
-             low=1, high=4096),
-    ),
-    reference=reference,
-    function_body=function_body,
-    plugin=PluginSpec("LinearAttention"),
-)
