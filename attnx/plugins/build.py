@@ -2,7 +2,9 @@
 
 `build_library()` provisions the TensorRT headers (headers.py), configures and builds, and
 returns the library's path. The default output is `build/trt_plugins/` in the repository
-(ignored by git); `library.default_library_path()` looks there.
+(ignored by git); `library.default_library_path()` looks there. Configuring runs codegen.py with this
+interpreter (CMake's ATTNX_PYTHON): the plugins' field layer is generated from the op registry into
+the build folder's attnx_generated/, never into the repository.
 
 `build_emulated_kernels()` builds trt_plugins/emulation: the same kernel sources compiled by the
 host compiler onto the CPU emulator (`libattnx_kernels_emulated.so`, for `tools/gpu_check.py
@@ -15,6 +17,7 @@ import os
 import queue
 import shutil
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -120,11 +123,12 @@ def _require_sources(source_dir: Path) -> None:
 
 def _cmake_build(cmake: str, source_dir: Path, out: Path, defines: list[str], library: str,
                  log: Callable[[str], None], jobs: int | None) -> Path:
-    """Configure `source_dir` into `out` with `defines`, build, and return `out/library`."""
+    """Configure `source_dir` into `out` with `defines` (and this interpreter as ATTNX_PYTHON, which
+    generates the field layer), build, and return `out/library`."""
     out.mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
-    _run([cmake, "-S", str(source_dir), "-B", str(out), *defines, "-DCMAKE_BUILD_TYPE=Release"], log,
-         "cmake configure")
+    _run([cmake, "-S", str(source_dir), "-B", str(out), *defines, f"-DATTNX_PYTHON={sys.executable}",
+          "-DCMAKE_BUILD_TYPE=Release"], log, "cmake configure")
     _run([cmake, "--build", str(out), "-j", str(jobs or os.cpu_count() or 2)], log, "cmake build")
     lib = out / library
     if not lib.is_file():

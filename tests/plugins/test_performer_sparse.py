@@ -17,7 +17,7 @@ import torch
 from attnx.errors import AttributeValueError, BackendUnavailableError
 from attnx.ops import REGISTRY
 from attnx.ops.sparse_attention import PATTERNS, allowed
-from attnx.plugins import build, library
+from attnx.plugins import build, codegen, library
 from attnx.plugins.library import PluginCreateError
 from helpers.build import REPO
 
@@ -165,9 +165,10 @@ def enumerate_keys(tmp_path_factory):
         pytest.skip(f"nvcc is needed to compile the kernel's key enumeration for the host: {exc}")
     work = tmp_path_factory.mktemp("sparse_keys")
     (work / "enumerate.cu").write_text(_ENUMERATE)
+    codegen.write_headers(work / codegen.GENERATED_DIR)  # the kernel includes its generated Params header
     exe = work / "enumerate"
     plugins = REPO / "trt_plugins"
-    subprocess.run([nvcc, "-std=c++17", f"-I{plugins / 'common'}", f"-I{plugins / 'SparseAttention'}",
+    subprocess.run([nvcc, "-std=c++17", f"-I{plugins / 'common'}", f"-I{plugins / 'SparseAttention'}", f"-I{work}",
                     str(work / "enumerate.cu"), "-o", str(exe)], check=True, capture_output=True, timeout=300)
     return exe
 

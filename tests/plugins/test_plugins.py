@@ -7,7 +7,6 @@ changed since the last run there). Only a machine without cmake or nvcc skips th
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -17,10 +16,11 @@ import types
 
 import pytest
 
+from attnx.check import trt_parity
+from attnx.cli.main import build_parser
 from attnx.errors import AttnxError, BackendUnavailableError, InputError
 from attnx.ops import REGISTRY
 from attnx.plugins import build, engine, headers, library
-from attnx.plugins.cli import add_parsers
 from attnx.plugins.library import PluginCreateError, PluginLibraryError
 from helpers.build import PLUGIN_TEST_ARCHS, PLUGIN_TEST_BUILD_DIR, REPO
 
@@ -246,9 +246,7 @@ def test_tensorrt_root_without_headers_is_an_error(tmp_path, monkeypatch):
 # ---------------------------------------------------------------- the CLI module
 
 def _cli(argv, capsys):
-    parser = argparse.ArgumentParser(prog="attnx")
-    add_parsers(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     rc = args.run(args)
     captured = capsys.readouterr()
     return rc, captured.out, captured.err
@@ -326,17 +324,17 @@ def test_cli_build_says_tensorrt_runtime_does_not_load(tensorrt_without_runtime,
 def test_check_trt_says_tensorrt_is_not_installed(no_tensorrt, exported):
     loaded, path = exported("linear-tiny")
     with pytest.raises(BackendUnavailableError, match="TensorRT is not installed here"):
-        engine.check_trt(path, loaded, seq_lens=[1, 37])
+        trt_parity.check_trt(path, loaded, seq_lens=[1, 37])
 
 
 def test_check_trt_says_tensorrt_runtime_does_not_load(tensorrt_without_runtime, exported):
     loaded, path = exported("linear-tiny")
     with pytest.raises(BackendUnavailableError, match="imports from /fake/tensorrt.* but its runtime does not load"):
-        engine.check_trt(path, loaded)
+        trt_parity.check_trt(path, loaded)
 
 
 def _engine_stood_in_by_onnxruntime(monkeypatch, plugin_lib, scale=1.0):
-    """TensorRT cannot run here, so check_trt's engine is replaced by ONNX Runtime on the attnx-form file
+    """TensorRT cannot run here, so check_trt's engine is replaced by ONNX Runtime on the attnx-form model
     (outputs times `scale`): everything around the engine (library lookup, inputs, the engine's shape
     profile, the comparison against float64 eager, the report) runs as it does with TensorRT."""
     import numpy as np
@@ -345,20 +343,20 @@ def _engine_stood_in_by_onnxruntime(monkeypatch, plugin_lib, scale=1.0):
 
     built = {}
     monkeypatch.setattr(engine, "require_tensorrt", lambda: None)
-    monkeypatch.setattr(engine, "trt_form_path", lambda path, tmp: path)
+    monkeypatch.setattr(engine, "TrtFormFromOnnx", lambda model: model)
 
-    def loader(path, *, precision, plugin_library, seq, batch):
+    def loader(model, *, precision, plugin_library, seq, batch):
         built.update(precision=precision, plugin_library=plugin_library, seq=seq, batch=batch)
-        return path
+        return model
 
     class Runner(OnnxrtRunner):
-        def __init__(self, path, name):
-            super().__init__(SessionFromOnnx(str(path), providers=["cpu"]), name=name)
+        def __init__(self, model, name):
+            super().__init__(SessionFromOnnx(model.SerializeToString(), providers=["cpu"]), name=name)
 
         def infer_impl(self, feed_dict, *args, **kwargs):
             return {k: np.asarray(v) * scale for k, v in super().infer_impl(feed_dict, *args, **kwargs).items()}
 
-    monkeypatch.setattr(engine, "engine_loader", loader)
+    monkeypatch.setattr(engine, "EngineFromOnnx", loader)
     monkeypatch.setattr(polygraphy_trt, "TrtRunner", Runner)
     return built
 
@@ -366,7 +364,7 @@ def _engine_stood_in_by_onnxruntime(monkeypatch, plugin_lib, scale=1.0):
 def test_check_trt_compares_the_engine_with_float64_eager(monkeypatch, plugin_lib, exported):
     loaded, path = exported("linear-tiny")
     built = _engine_stood_in_by_onnxruntime(monkeypatch, plugin_lib)
-    report = engine.check_trt(path, loaded, seq_lens=[1, 37], batch=2, seed=3, plugin_library=plugin_lib)
+    report = trt_parity.check_trt(path, loaded, seq_lens=[1, 37], batch=2, seed=3, plugin_library=plugin_lib)
     assert built == {"precision": "fp32", "plugin_library": plugin_lib, "seq": engine.ShapeRange(1, 37, 37),
                      "batch": engine.ShapeRange(2, 2, 2)}
     assert report.backend == "tensorrt" and report.seed == 3
@@ -376,7 +374,7 @@ def test_check_trt_compares_the_engine_with_float64_eager(monkeypatch, plugin_li
 def test_check_trt_reports_a_wrong_engine(monkeypatch, plugin_lib, exported):
     loaded, path = exported("linear-tiny")
     _engine_stood_in_by_onnxruntime(monkeypatch, plugin_lib, scale=1.01)
-    report = engine.check_trt(path, loaded, seq_lens=[5], plugin_library=plugin_lib)
+    report = trt_parity.check_trt(path, loaded, seq_lens=[5], plugin_library=plugin_lib)
     assert not any(o.passed for o in report.outputs)
 
 
@@ -405,38 +403,42 @@ def test_gpu_check_says_there_is_no_cuda_device(tmp_path):
     assert report["ran"] is False and "no CUDA device" in report["why"]
 
 
-def _c_signatures() -> dict[str, tuple[str, list[str]]]:
-    """Every ATTNX_API function in trt_plugins/*/*Kernel.h: name -> (return type, parameter types)."""
+def _c_signatures() -> dict[str, tuple[str, list[tuple[str, str]]]]:
+    """Every ATTNX_API function in trt_plugins/*/*Kernel.h: name -> (return type, [(parameter type, name)])."""
     import re
 
     out = {}
     for header in sorted((REPO / "trt_plugins").glob("*/*Kernel.h")):
         text = re.sub(r"\s+", " ", header.read_text())
         for ret, name, params in re.findall(r"ATTNX_API ([\w ]+?) (attnx_\w+)\(([^)]*)\);", text):
-            out[name] = (ret.strip(), [p.strip().rsplit(" ", 1)[0].replace(" *", "*") for p in params.split(",")])
+            out[name] = (ret.strip(), [(t.replace(" *", "*"), n) for t, n in
+                                       (p.strip().rsplit(" ", 1) for p in params.split(","))])
     return out
 
 
 def test_gpu_check_calls_every_kernel_with_the_headers_signatures(plugin_lib, gpu_check):
-    """tools/gpu_check.py's ctypes argtypes are the C headers' parameter types, one for one, and it wires
-    every plugin op's entry point, each of which the built library exports."""
+    """Each op's kernel binding (attnx/ops/<op>/kernel.py, which tools/gpu_check.py and these tests call
+    through) declares the C headers' parameters, names and ctypes types one for one, and their return
+    types; tools/gpu_check.py wires every plugin op, and the built library exports every entry point."""
     import ctypes
+
+    from attnx.ops import ENTRY_POINTS
 
     to_ctypes = {"const void*": ctypes.c_void_p, "void*": ctypes.c_void_p, "const float*": ctypes.c_void_p,
                  "float*": ctypes.c_void_p, "int64_t": ctypes.c_int64, "int32_t": ctypes.c_int32,
                  "float": ctypes.c_float, "size_t": ctypes.c_size_t, "int": ctypes.c_int}
     headers_ = _c_signatures()
-    table = {k.symbol: (k.argtypes, ctypes.c_int) for k in gpu_check.KERNELS} | gpu_check._EXTRA_SIGNATURES
+    assert set(ENTRY_POINTS) == set(PLUGIN_OPS)
     assert {k.op for k in gpu_check.KERNELS} == set(PLUGIN_OPS)
+    table = {entry.symbol: entry for entries in ENTRY_POINTS.values() for entry in entries}
     lib = ctypes.CDLL(str(plugin_lib))
-    for symbol, (argtypes, restype) in table.items():
+    for symbol, entry in table.items():
         assert symbol in headers_, f"{symbol} is declared in no trt_plugins/*/*Kernel.h"
         ret, params = headers_[symbol]
-        assert [to_ctypes[p] for p in params] == argtypes, (symbol, params)
-        assert to_ctypes[ret] is restype, (symbol, ret)
+        assert [(name, to_ctypes[t]) for t, name in params] == list(entry.params), (symbol, params)
+        assert to_ctypes[ret] is entry.restype, (symbol, ret)
         assert hasattr(lib, symbol), f"{plugin_lib} does not export {symbol}"
-    workspace_sizes = {name for name in headers_ if name.endswith("_workspace_size")}
-    assert workspace_sizes <= set(table), f"not given a ctypes signature: {workspace_sizes - set(table)}"
+    assert set(headers_) <= set(table), f"not given a ctypes binding: {set(headers_) - set(table)}"
 
 
 def test_docs_list_every_plugin_field():
@@ -455,12 +457,13 @@ def test_engine_input_is_retargeted_to_plugin_nodes(exported, tmp_path):
     import onnx
 
     _, path = exported("linear-tiny")
-    trt_path = engine.trt_form_path(path, tmp_path)
-    assert trt_path != path
-    nodes = [n for n in onnx.load(str(trt_path)).graph.node if n.domain == "trt.plugins"]
+    model = onnx.load(str(path))
+    trt_model = engine.TrtFormFromOnnx(lambda: model)()
+    assert trt_model is not model
+    nodes = [n for n in trt_model.graph.node if n.domain == "trt.plugins"]
     assert [n.op_type for n in nodes] and {n.op_type for n in nodes} <= {REGISTRY[op].plugin.name for op in PLUGIN_OPS}
-    assert not [n for n in onnx.load(str(trt_path)).graph.node if n.domain == "attnx"]
-    assert engine.trt_form_path(trt_path, tmp_path / "unused") == trt_path
+    assert not [n for n in trt_model.graph.node if n.domain == "attnx"]
+    assert engine.TrtFormFromOnnx(trt_model)() is trt_model
 
 
 def test_linear_attention_entry_point_refuses_bad_calls_on_the_host(plugin_lib):
@@ -468,11 +471,10 @@ def test_linear_attention_entry_point_refuses_bad_calls_on_the_host(plugin_lib):
     returns its attnx_status (no GPU here, so a launch would fail with ATTNX_ERR_CUDA instead)."""
     import ctypes
 
+    from attnx.ops.linear_attention import kernel
+
     lib = ctypes.CDLL(str(plugin_lib))
-    c_i64, c_i32, p = ctypes.c_int64, ctypes.c_int32, ctypes.c_void_p
-    lib.attnx_linear_attention_workspace_size.argtypes = [c_i64] * 5 + [c_i32] * 2
-    lib.attnx_linear_attention_workspace_size.restype = ctypes.c_size_t
-    size = lib.attnx_linear_attention_workspace_size
+    size = kernel.WORKSPACE_SIZE.bind(lib)
     # causal on CUDA cores: (D·E + D) floats per 64-row chunk; non-causal: one state
     for dtype in (0, 1, 2):  # E = 8 is not a multiple of 16: CUDA cores whatever the dtype
         assert size(2, 3, 130, 16, 8, 1, dtype) == 2 * 3 * 3 * (16 * 8 + 16) * 4
@@ -482,9 +484,7 @@ def test_linear_attention_entry_point_refuses_bad_calls_on_the_host(plugin_lib):
     assert size(2, 3, 130, 64, 128, 1, 1) == size(2, 3, 130, 16, 16, 1, 2) == 0
     assert size(2, 3, 130, 64, 128, 1, 0) == 2 * 3 * 3 * (64 * 128 + 64) * 4
     assert size(2, 3, 130, 128, 64, 1, 1) == 2 * 3 * 3 * (128 * 64 + 128) * 4  # D = 128: CUDA cores
-    fn = lib.attnx_linear_attention_forward
-    fn.argtypes = [p] * 9 + [c_i64] * 6 + [c_i32] * 3 + [ctypes.c_float] + [c_i32] * 2 + [p]
-    fn.restype = ctypes.c_int
+    fn = kernel.FORWARD.bind(lib)
     lib.attnx_status_string.restype = ctypes.c_char_p
     fake = 0x1000  # never dereferenced: every call below is refused first
 
@@ -506,15 +506,15 @@ def test_linear_attention_entry_point_refuses_bad_calls_on_the_host(plugin_lib):
         assert got == want, f"{what}: status {got} ({lib.attnx_status_string(got).decode()}), expected {want}"
 
 
-def test_relu_squared_entry_point_refuses_bad_calls_on_the_host(plugin_lib, gpu_check):
+def test_relu_squared_entry_point_refuses_bad_calls_on_the_host(plugin_lib):
     """The ReluSquaredAttention entry point refuses a bias that does not broadcast to [B, H, N, M], and its
     other bad calls, before touching CUDA (no GPU here: a launch would return ATTNX_ERR_CUDA = 7 instead)."""
     import ctypes
 
+    from attnx.ops.relu_squared_attention import kernel
+
     lib = ctypes.CDLL(str(plugin_lib))
-    fn = lib.attnx_relu_squared_attention_forward
-    fn.argtypes = next(k.argtypes for k in gpu_check.KERNELS if k.op == "ReluSquaredAttention")
-    fn.restype = ctypes.c_int
+    fn = kernel.FORWARD.bind(lib)
     lib.attnx_status_string.restype = ctypes.c_char_p
     fake = 0x1000  # never dereferenced: every call below is refused first
 

@@ -12,6 +12,7 @@
 // no effect on results). Lengths that are not a multiple of 64 end in a short chunk.
 #include "linearAttentionKernel.h"
 
+#include "attnx_generated/linearAttentionParams.h"
 #include "kernelCommon.cuh"
 #include "tensorCore.cuh"
 
@@ -32,13 +33,14 @@ constexpr int kStateRows = 16;              // keys staged in shared memory per 
 
 using attnx::addOuterProduct;
 using attnx::fromFloat;
+using attnx::LinearAttentionParams;
 using attnx::toFloat;
 
 __device__ __forceinline__ float phi(float x, int fm)
 {
-    if (fm == ATTNX_FEATURE_ELU)
+    if (fm == LinearAttentionParams::kFeatureMapElu)
         return x > 0.f ? x + 1.f : __expf(x); // elu(x) + 1 = exp(x) for x <= 0
-    if (fm == ATTNX_FEATURE_RELU)
+    if (fm == LinearAttentionParams::kFeatureMapRelu)
         return fmaxf(x, 0.f);
     return x;
 }
@@ -763,8 +765,7 @@ extern "C" int attnx_linear_attention_forward(const void* q, const void* k, cons
     // grid.x carries B·H (causal: B·H·chunks), grid.z the non-causal row blocks (limit 65535)
     if (B * H * ((N + kChunk - 1) / kChunk) > 0x7fffffffLL || (N + kRowsPerBlock - 1) / kRowsPerBlock > 65535)
         return ATTNX_ERR_SHAPE;
-    if (feature_map < ATTNX_FEATURE_ELU || feature_map > ATTNX_FEATURE_IDENTITY || !(eps > 0.f && eps <= 1.f)
-        || chunk_size < 1 || chunk_size > 4096 || (causal != 0 && causal != 1) || (normalize != 0 && normalize != 1))
+    if (!LinearAttentionParams{causal, feature_map, normalize, eps, chunk_size}.valid())
         return ATTNX_ERR_ATTRIBUTE;
     if ((state_s == nullptr) != (state_z == nullptr) || (state_s_out == nullptr) != (state_z_out == nullptr))
         return ATTNX_ERR_STATE;

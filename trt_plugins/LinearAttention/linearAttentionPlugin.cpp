@@ -2,7 +2,6 @@
 
 #include "linearAttentionKernel.h"
 
-#include <cmath>
 #include <string>
 
 using namespace nvinfer1;
@@ -19,28 +18,6 @@ constexpr int32_t kStateS = 3;
 constexpr int32_t kStateZ = 4;
 char const* const kInputNames[] = {"q", "k", "v", "state_s", "state_z"};
 } // namespace
-
-FieldSet LinearAttentionPlugin::defaultFields()
-{
-    // the spec's attributes in the spec's order, with its defaults (bool → int32 0/1)
-    return FieldSet({intField("causal", 0), charField("feature_map", "elu"), intField("normalize", 1),
-        floatField("eps", 1e-6f), intField("chunk_size", 64)});
-}
-
-bool LinearAttentionPlugin::parse(FieldSet const& f, LinearAttentionParams& p)
-{
-    if (!readFlag(kName, f, "causal", p.causal)
-        || !readChoice(kName, f, "feature_map", {"elu", "relu", "identity"}, p.featureMap)
-        || !readFlag(kName, f, "normalize", p.normalize))
-        return false;
-    p.eps = f.getFloat("eps");
-    if (!std::isfinite(p.eps) || p.eps <= 0.f || p.eps > 1.f)
-    {
-        logError(std::string(kName) + ": field 'eps' = " + std::to_string(p.eps) + "; expected float32 > 0 and <= 1");
-        return false;
-    }
-    return readIntInRange(kName, f, "chunk_size", 1, 4096, p.chunkSize);
-}
 
 bool LinearAttentionPlugin::isFloat32Position(int32_t pos, int32_t nbInputs)
 {

@@ -15,6 +15,7 @@
 // parts.
 #include "mixedChunkAttentionKernel.h"
 
+#include "attnx_generated/mixedChunkAttentionParams.h"
 #include "reluSquaredMma.cuh"
 #include "reluSquaredTiles.cuh"
 
@@ -328,8 +329,7 @@ extern "C" int attnx_mixed_chunk_attention_forward(const void* quad_q, const voi
     if (B > 0x7fffffffLL || H > 0x7fffffffLL || B * H > 0x7fffffffLL || N > 0x7fffffffLL
         || (N + kLinRowsPerBlock - 1) / kLinRowsPerBlock > 65535)
         return ATTNX_ERR_SHAPE;
-    if ((causal != 0 && causal != 1) || chunk_size < 1 || chunk_size > ATTNX_MIXED_CHUNK_ATTENTION_MAX_CHUNK
-        || !std::isfinite(quad_scale) || quad_scale < 0.f || !std::isfinite(lin_scale) || lin_scale < 0.f)
+    if (!attnx::MixedChunkAttentionParams{causal, chunk_size, quad_scale, lin_scale}.valid())
         return ATTNX_ERR_ATTRIBUTE;
     if (!workspace)
         return ATTNX_ERR_WORKSPACE;

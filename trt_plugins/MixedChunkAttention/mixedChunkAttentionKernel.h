@@ -1,6 +1,6 @@
 // MixedChunkAttention CUDA kernels: a C entry point on device pointers, free of TensorRT (and of CUDA
 // headers, so ctypes and C callers can use it), so a GPU harness can check it against the float64
-// reference in attnx/ops/mixed_chunk_attention.py without building an engine.
+// reference in attnx/ops/mixed_chunk_attention/ without building an engine.
 #pragma once
 
 // attnx_dtype, attnx_status, attnx_status_string
@@ -11,17 +11,18 @@ extern "C" {
 #endif
 
 #define ATTNX_MIXED_CHUNK_ATTENTION_MAX_HEAD_DIM 256
-#define ATTNX_MIXED_CHUNK_ATTENTION_MAX_CHUNK 4096
 
 // Bytes of device workspace the forward call needs: the float32 linear part [B,H,N,E], and for the
 // non-causal form the float32 state Σ_j k'_j v_jᵀ [B,H,S,E].
 ATTNX_API size_t attnx_mixed_chunk_attention_workspace_size(
     int64_t B, int64_t H, int64_t N, int64_t S, int64_t E, int32_t causal);
 
-// y = MixedChunkAttention(quad_q, quad_k, lin_q, lin_k, v); see attnx/ops/mixed_chunk_attention.py.
+// y = MixedChunkAttention(quad_q, quad_k, lin_q, lin_k, v); see attnx/ops/mixed_chunk_attention/.
 // quad_q, quad_k, lin_q, lin_k [B,H,N,S], v [B,H,N,E], y [B,H,N,E] in `dtype`; contiguous row-major.
-// chunk_size g in [1, 4096]; N need not be a multiple of g (the last chunk is short, which is what
-// zero padding computes). quad_scale 0 means 1/g; lin_scale 0 means 1/N (causal: 1/g). `workspace`
+// causal to lin_scale are the spec's attributes in its order; MixedChunkAttentionParams
+// (attnx_generated/mixedChunkAttentionParams.h, generated from the spec) checks them. N need not be a
+// multiple of chunk_size g (the last chunk is short, which is what zero padding computes).
+// quad_scale 0 means 1/g; lin_scale 0 means 1/N (causal: 1/g). `workspace`
 // holds attnx_mixed_chunk_attention_workspace_size bytes. Accumulation and chunk states are float32.
 // Asynchronous on `stream` (a cudaStream_t).
 ATTNX_API int attnx_mixed_chunk_attention_forward(const void* quad_q, const void* quad_k, const void* lin_q,

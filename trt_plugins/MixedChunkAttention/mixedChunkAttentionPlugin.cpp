@@ -20,21 +20,6 @@ constexpr int32_t kNbInputs = 5;
 char const* const kInputNames[kNbInputs] = {"quad_q", "quad_k", "lin_q", "lin_k", "v"};
 } // namespace
 
-FieldSet MixedChunkAttentionPlugin::defaultFields()
-{
-    // the spec's attributes in the spec's order, with its defaults (bool → int32 0/1)
-    return FieldSet({intField("causal", 0), intField("chunk_size", 256), floatField("quad_scale", 0.f),
-        floatField("lin_scale", 0.f)});
-}
-
-bool MixedChunkAttentionPlugin::parse(FieldSet const& f, MixedChunkAttentionParams& p)
-{
-    return readFlag(kName, f, "causal", p.causal)
-        && readIntInRange(kName, f, "chunk_size", 1, ATTNX_MIXED_CHUNK_ATTENTION_MAX_CHUNK, p.chunkSize)
-        && readScale(kName, f, "quad_scale", "1/chunk_size", p.quadScale)
-        && readScale(kName, f, "lin_scale", "1/N, or 1/chunk_size when causal", p.linScale);
-}
-
 int32_t MixedChunkAttentionPlugin::getOutputShapes(DimsExprs const* inputs, int32_t nbInputs, DimsExprs const*,
     int32_t, DimsExprs* outputs, int32_t nbOutputs, IExprBuilder&) noexcept
 {

@@ -1,34 +1,21 @@
-// TensorRT IPluginV3 for attnx::MixedChunkAttention (attnx/ops/mixed_chunk_attention.py). Fields are
-// the spec's attributes as the ONNX parser passes them: causal int32, chunk_size int32, quad_scale
-// float32, lin_scale float32.
+// TensorRT IPluginV3 for attnx::MixedChunkAttention (attnx/ops/mixed_chunk_attention): its I/O, shapes,
+// workspace and enqueue. Its name, version and fields are MixedChunkAttentionFields, generated from the
+// op's spec into the build folder (attnx_generated/mixedChunkAttentionFields.h; attnx/plugins/codegen.py).
 #pragma once
 
+#include "attnx_generated/mixedChunkAttentionFields.h"
 #include "pluginBase.h"
 
 namespace attnx
 {
 
-// The validated attribute values.
-struct MixedChunkAttentionParams
-{
-    int32_t causal{0};
-    int32_t chunkSize{256};
-    float quadScale{0.f}; // 0: 1/chunk_size
-    float linScale{0.f};  // 0: 1/N (causal: 1/chunk_size)
-};
-
-class MixedChunkAttentionPlugin final : public PluginBase<MixedChunkAttentionPlugin, MixedChunkAttentionParams>
+class MixedChunkAttentionPlugin final : public PluginBase<MixedChunkAttentionPlugin, MixedChunkAttentionFields>
 {
 public:
     using PluginBase::PluginBase;
 
-    static constexpr char const* kName = "MixedChunkAttention";
-    static constexpr char const* kVersion = "1";
     static constexpr char const* kIo = "5 inputs (quad_q, quad_k, lin_q, lin_k, v) and 1 output (y)";
     static bool acceptsIo(int32_t nbInputs, int32_t nbOutputs) { return nbInputs == 5 && nbOutputs == 1; }
-    // The defaults, as the spec (attnx.ops.REGISTRY["MixedChunkAttention"].plugin_fields()) has them.
-    static FieldSet defaultFields();
-    static bool parse(FieldSet const& fields, MixedChunkAttentionParams& params);
     bool checkShapes(nvinfer1::Dims const* dims, int32_t nbInputs) const noexcept;
 
     int32_t getOutputShapes(nvinfer1::DimsExprs const* inputs, int32_t nbInputs, nvinfer1::DimsExprs const* shapeInputs,

@@ -9,6 +9,7 @@
 // key_fixed (c = offset) writes at once.
 #include "performerFeaturesKernel.h"
 
+#include "attnx_generated/performerFeaturesParams.h"
 #include "kernelCommon.cuh"
 
 #include <cuda_runtime.h>
@@ -25,6 +26,7 @@ constexpr int kThreads = kRows * 32;  // 256
 constexpr int kWStride = kMaxDim + 1; // lane l reads w[l][d]: banks (l + d) mod 32, all different
 
 using attnx::fromFloat;
+using attnx::PerformerFeaturesParams;
 using attnx::toFloat;
 
 __device__ __forceinline__ float warpSum(float v)
@@ -168,9 +170,9 @@ __global__ void __launch_bounds__(kThreads) featuresKernel(const T* __restrict__
     stageRows(x, s, bh, n0, N, D, xScale);
     const float halfNorm = halfSquaredNorm(s, D);
     float c = offset;
-    if (kind == ATTNX_PERFORMER_QUERY)
+    if (kind == PerformerFeaturesParams::kKindQuery)
         c = rowMax(w, s, M, D);
-    else if (kind == ATTNX_PERFORMER_KEY)
+    else if (kind == PerformerFeaturesParams::kKindKey)
         c = seqMax[bh];
     for (int m0 = 0; m0 < M; m0 += kMTile)
     {
@@ -192,7 +194,7 @@ int launch(const void* x, const void* w, void* y, void* workspace, int64_t BH, i
     const float xScale = float(std::pow(double(D), -0.25));
     const float invSqrtM = float(1.0 / std::sqrt(double(M)));
     float* seqMax = nullptr;
-    if (kind == ATTNX_PERFORMER_KEY)
+    if (kind == PerformerFeaturesParams::kKindKey)
     {
         float* tileMax = static_cast<float*>(workspace);
         seqMax = tileMax + BH * tiles;
@@ -208,7 +210,7 @@ int launch(const void* x, const void* w, void* y, void* workspace, int64_t BH, i
 
 extern "C" size_t attnx_performer_features_workspace_size(int64_t B, int64_t H, int64_t N, int32_t kind)
 {
-    if (kind != ATTNX_PERFORMER_KEY || B < 1 || H < 1 || N < 1)
+    if (kind != PerformerFeaturesParams::kKindKey || B < 1 || H < 1 || N < 1)
         return 0;
     return size_t(B * H * ((N + kRows - 1) / kRows + 1)) * sizeof(float);
 }
@@ -225,10 +227,9 @@ extern "C" int attnx_performer_features_forward(const void* x, const void* w, vo
     if (B > 0x7fffffffLL || H > 0x7fffffffLL || N > 0x7fffffffLL || M > 0x7fffffffLL - kMTile
         || B * H * ((N + kRows - 1) / kRows) > 0x7fffffffLL)
         return ATTNX_ERR_SHAPE;
-    if (kind < ATTNX_PERFORMER_QUERY || kind > ATTNX_PERFORMER_KEY_FIXED || !std::isfinite(eps) || eps < 0.f
-        || eps > 1.f || !std::isfinite(offset))
+    if (!PerformerFeaturesParams{kind, eps, offset}.valid())
         return ATTNX_ERR_ATTRIBUTE;
-    if (kind == ATTNX_PERFORMER_KEY && !workspace)
+    if (kind == PerformerFeaturesParams::kKindKey && !workspace)
         return ATTNX_ERR_WORKSPACE;
     cudaStream_t s = static_cast<cudaStream_t>(stream);
     const int d = int(D);

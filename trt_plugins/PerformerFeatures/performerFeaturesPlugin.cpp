@@ -2,7 +2,6 @@
 
 #include "performerFeaturesKernel.h"
 
-#include <cmath>
 #include <string>
 
 using namespace nvinfer1;
@@ -16,32 +15,6 @@ constexpr int32_t kX = 0;
 constexpr int32_t kW = 1;
 char const* const kInputNames[] = {"x", "w"};
 } // namespace
-
-FieldSet PerformerFeaturesPlugin::defaultFields()
-{
-    // the spec's attributes in the spec's order, with its defaults
-    return FieldSet({charField("kind", "query"), floatField("eps", 1e-4f), floatField("offset", 0.f)});
-}
-
-bool PerformerFeaturesPlugin::parse(FieldSet const& f, PerformerFeaturesParams& p)
-{
-    std::string const n = kName;
-    if (!readChoice(kName, f, "kind", {"query", "key", "key_fixed"}, p.kind))
-        return false;
-    p.eps = f.getFloat("eps");
-    if (!std::isfinite(p.eps) || p.eps < 0.f || p.eps > 1.f)
-    {
-        logError(n + ": field 'eps' = " + floatText(p.eps) + "; expected a finite float32 >= 0 and <= 1");
-        return false;
-    }
-    p.offset = f.getFloat("offset");
-    if (!std::isfinite(p.offset))
-    {
-        logError(n + ": field 'offset' = " + floatText(p.offset) + "; expected a finite float32");
-        return false;
-    }
-    return true;
-}
 
 int32_t PerformerFeaturesPlugin::getOutputShapes(DimsExprs const* inputs, int32_t nbInputs, DimsExprs const*, int32_t,
     DimsExprs* outputs, int32_t nbOutputs, IExprBuilder&) noexcept

@@ -1,32 +1,21 @@
-// TensorRT IPluginV3 for attnx::PerformerFeatures (attnx/ops/performer_features.py). Fields are the
-// spec's attributes as the ONNX parser passes them: kind char, eps float32, offset float32.
+// TensorRT IPluginV3 for attnx::PerformerFeatures (attnx/ops/performer_features): its I/O, shapes,
+// workspace and enqueue. Its name, version and fields are PerformerFeaturesFields, generated from the op's
+// spec into the build folder (attnx_generated/performerFeaturesFields.h; attnx/plugins/codegen.py).
 #pragma once
 
+#include "attnx_generated/performerFeaturesFields.h"
 #include "pluginBase.h"
 
 namespace attnx
 {
 
-// The validated attribute values.
-struct PerformerFeaturesParams
-{
-    int32_t kind{0}; // attnx_performer_kind
-    float eps{1e-4f};
-    float offset{0.f};
-};
-
-class PerformerFeaturesPlugin final : public PluginBase<PerformerFeaturesPlugin, PerformerFeaturesParams>
+class PerformerFeaturesPlugin final : public PluginBase<PerformerFeaturesPlugin, PerformerFeaturesFields>
 {
 public:
     using PluginBase::PluginBase;
 
-    static constexpr char const* kName = "PerformerFeatures";
-    static constexpr char const* kVersion = "1";
     static constexpr char const* kIo = "2 inputs (x, w) and 1 output (features)";
     static bool acceptsIo(int32_t nbInputs, int32_t nbOutputs) { return nbInputs == 2 && nbOutputs == 1; }
-    // The defaults, as the spec (attnx.ops.REGISTRY["PerformerFeatures"].plugin_fields()) has them.
-    static FieldSet defaultFields();
-    static bool parse(FieldSet const& fields, PerformerFeaturesParams& params);
     bool checkShapes(nvinfer1::Dims const* dims, int32_t nbInputs) const noexcept;
 
     int32_t getOutputShapes(nvinfer1::DimsExprs const* inputs, int32_t nbInputs, nvinfer1::DimsExprs const* shapeInputs,

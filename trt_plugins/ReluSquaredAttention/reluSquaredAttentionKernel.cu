@@ -10,6 +10,7 @@
 // rounding.
 #include "reluSquaredAttentionKernel.h"
 
+#include "attnx_generated/reluSquaredAttentionParams.h"
 #include "reluSquaredMma.cuh"
 #include "reluSquaredTiles.cuh"
 
@@ -23,6 +24,7 @@ namespace
 
 using namespace attnx::relu2;
 using attnx::fromFloat;
+using attnx::ReluSquaredAttentionParams;
 using attnx::toFloat;
 
 constexpr int kMaxDim = ATTNX_RELU_SQUARED_ATTENTION_MAX_HEAD_DIM;
@@ -58,11 +60,11 @@ BiasStrides biasStrides(int64_t b, int64_t h, int64_t n, int64_t m)
 __device__ __forceinline__ float lengthFactor(int64_t row, int64_t M, int causal, int norm, int fixedLength, int inside)
 {
     float length = 1.f;
-    if (norm == ATTNX_NORM_N || (norm == ATTNX_NORM_VISIBLE && !causal))
+    if (norm == ReluSquaredAttentionParams::kNormN || (norm == ReluSquaredAttentionParams::kNormVisible && !causal))
         length = float(M);
-    else if (norm == ATTNX_NORM_VISIBLE)
+    else if (norm == ReluSquaredAttentionParams::kNormVisible)
         length = float(row + 1);
-    else if (norm == ATTNX_NORM_FIXED)
+    else if (norm == ReluSquaredAttentionParams::kNormFixed)
         length = float(fixedLength);
     const float inv = 1.f / length;
     return inside ? inv * inv : inv;
@@ -181,15 +183,13 @@ extern "C" int attnx_relu_squared_attention_forward(const void* q, const void* k
     // kernels index positions in int64 but the grid counts b·h·tiles in 31 bits
     if (B > 0x7fffffffLL || H > 0x7fffffffLL || B * H > 0x7fffffffLL || N > 0x7fffffffLL || M > 0x7fffffffLL)
         return ATTNX_ERR_SHAPE;
-    if ((causal != 0 && causal != 1) || !std::isfinite(scale) || scale < 0.f || norm < ATTNX_NORM_N
-        || norm > ATTNX_NORM_NONE || fixed_length < 1 || (norm_placement != ATTNX_NORM_OUTSIDE
-        && norm_placement != ATTNX_NORM_INSIDE))
+    if (!ReluSquaredAttentionParams{causal, scale, norm, fixed_length, norm_placement}.valid())
         return ATTNX_ERR_ATTRIBUTE;
     const float s = scale > 0.f ? scale : 1.f / std::sqrt(float(D));
     cudaStream_t st = static_cast<cudaStream_t>(stream);
     const int d = int(D);
     const int e = int(E);
-    const int inside = norm_placement == ATTNX_NORM_INSIDE;
+    const int inside = norm_placement == ReluSquaredAttentionParams::kNormPlacementInside;
     const BiasStrides bs = bias ? biasStrides(bias_b, bias_h, bias_n, bias_m) : BiasStrides{0, 0, 0, 0};
     switch (dtype)
     {

@@ -1,6 +1,6 @@
 // ReluSquaredAttention CUDA kernel: a C entry point on device pointers, free of TensorRT (and of CUDA
 // headers, so ctypes and C callers can use it), so a GPU harness can check it against the float64
-// reference in attnx/ops/relu_squared_attention.py without building an engine.
+// reference in attnx/ops/relu_squared_attention/ without building an engine.
 #pragma once
 
 // attnx_dtype, attnx_status, attnx_status_string
@@ -10,21 +10,16 @@
 extern "C" {
 #endif
 
-// The spec's norm values, in the spec's order ("n", "visible", "fixed", "none").
-enum attnx_length_norm { ATTNX_NORM_N = 0, ATTNX_NORM_VISIBLE = 1, ATTNX_NORM_FIXED = 2, ATTNX_NORM_NONE = 3 };
-
-// The spec's norm_placement values, in the spec's order ("outside", "inside").
-enum attnx_norm_placement { ATTNX_NORM_OUTSIDE = 0, ATTNX_NORM_INSIDE = 1 };
-
 #define ATTNX_RELU_SQUARED_ATTENTION_MAX_HEAD_DIM 256
 
-// y = ReluSquaredAttention(q, k, v[, bias]); see attnx/ops/relu_squared_attention.py.
+// y = ReluSquaredAttention(q, k, v[, bias]); see attnx/ops/relu_squared_attention/.
 // q [B,H,N,D], k [B,H,M,D], v [B,H,M,E], y [B,H,N,E] in `dtype`; contiguous row-major; M = N when
 // causal. bias, NULL for none, is [bias_b, bias_h, bias_n, bias_m] in `dtype`, contiguous, each
 // axis 1 (broadcast) or the full B, H, N, M (ATTNX_ERR_SHAPE otherwise); it is added to s·q·kᵀ
-// before the norm and the relu, and its dims are not read when it is NULL. scale 0 means
-// 1/sqrt(D); norm is an attnx_length_norm, norm_placement an attnx_norm_placement, fixed_length
-// >= 1 (checked whatever the norm, as the spec does).
+// before the norm and the relu, and its dims are not read when it is NULL. causal to norm_placement
+// are the spec's attributes in its order, norm and norm_placement the index of their value among the
+// spec's choices; ReluSquaredAttentionParams (attnx_generated/reluSquaredAttentionParams.h, generated
+// from the spec) checks them all, fixed_length whatever the norm, as the spec does.
 // Accumulation is float32; no workspace. Asynchronous on `stream` (a cudaStream_t).
 ATTNX_API int attnx_relu_squared_attention_forward(const void* q, const void* k, const void* v, const void* bias,
     int64_t bias_b, int64_t bias_h, int64_t bias_n, int64_t bias_m, void* y, int64_t B, int64_t H, int64_t N,

@@ -2,7 +2,6 @@
 
 #include "reluSquaredAttentionKernel.h"
 
-#include <limits>
 #include <string>
 
 using namespace nvinfer1;
@@ -18,21 +17,6 @@ constexpr int32_t kV = 2;
 constexpr int32_t kBias = 3;
 char const* const kInputNames[] = {"q", "k", "v", "bias"};
 } // namespace
-
-FieldSet ReluSquaredAttentionPlugin::defaultFields()
-{
-    // the spec's attributes in the spec's order, with its defaults (bool → int32 0/1)
-    return FieldSet({intField("causal", 0), floatField("scale", 0.f), charField("norm", "n"),
-        intField("fixed_length", 512), charField("norm_placement", "outside")});
-}
-
-bool ReluSquaredAttentionPlugin::parse(FieldSet const& f, ReluSquaredAttentionParams& p)
-{
-    return readFlag(kName, f, "causal", p.causal) && readScale(kName, f, "scale", "1/sqrt(D)", p.scale)
-        && readChoice(kName, f, "norm", {"n", "visible", "fixed", "none"}, p.norm)
-        && readIntInRange(kName, f, "fixed_length", 1, std::numeric_limits<int32_t>::max(), p.fixedLength)
-        && readChoice(kName, f, "norm_placement", {"outside", "inside"}, p.normPlacement);
-}
 
 int32_t ReluSquaredAttentionPlugin::getOutputShapes(DimsExprs const* inputs, int32_t nbInputs, DimsExprs const*,
     int32_t, DimsExprs* outputs, int32_t nbOutputs, IExprBuilder&) noexcept

@@ -1,38 +1,24 @@
-// TensorRT IPluginV3 for attnx::ReluSquaredAttention (attnx/ops/relu_squared_attention.py). Fields are
-// the spec's attributes as the ONNX parser passes them: causal int32, scale float32, norm char,
-// fixed_length int32, norm_placement char.
+// TensorRT IPluginV3 for attnx::ReluSquaredAttention (attnx/ops/relu_squared_attention): its I/O, shapes,
+// workspace and enqueue. Its name, version and fields are ReluSquaredAttentionFields, generated from the
+// op's spec into the build folder (attnx_generated/reluSquaredAttentionFields.h; attnx/plugins/codegen.py).
 #pragma once
 
+#include "attnx_generated/reluSquaredAttentionFields.h"
 #include "pluginBase.h"
 
 namespace attnx
 {
 
-// The validated attribute values.
-struct ReluSquaredAttentionParams
-{
-    int32_t causal{0};
-    float scale{0.f};            // 0: 1/sqrt(D)
-    int32_t norm{0};             // attnx_length_norm
-    int32_t fixedLength{512};
-    int32_t normPlacement{0};    // attnx_norm_placement
-};
-
-class ReluSquaredAttentionPlugin final : public PluginBase<ReluSquaredAttentionPlugin, ReluSquaredAttentionParams>
+class ReluSquaredAttentionPlugin final : public PluginBase<ReluSquaredAttentionPlugin, ReluSquaredAttentionFields>
 {
 public:
     using PluginBase::PluginBase;
 
-    static constexpr char const* kName = "ReluSquaredAttention";
-    static constexpr char const* kVersion = "1";
     static constexpr char const* kIo = "3 or 4 inputs (q, k, v[, bias]) and 1 output (y)";
     static bool acceptsIo(int32_t nbInputs, int32_t nbOutputs)
     {
         return (nbInputs == 3 || nbInputs == 4) && nbOutputs == 1;
     }
-    // The defaults, as the spec (attnx.ops.REGISTRY["ReluSquaredAttention"].plugin_fields()) has them.
-    static FieldSet defaultFields();
-    static bool parse(FieldSet const& fields, ReluSquaredAttentionParams& params);
     bool checkShapes(nvinfer1::Dims const* dims, int32_t nbInputs) const noexcept;
 
     int32_t getOutputShapes(nvinfer1::DimsExprs const* inputs, int32_t nbInputs, nvinfer1::DimsExprs const* shapeInputs,

@@ -9,6 +9,7 @@
 // whose key sets overlap, so most key and value rows come from L1/L2.
 #include "sparseAttentionKernel.h"
 
+#include "attnx_generated/sparseAttentionParams.h"
 #include "kernelCommon.cuh"
 
 #include <cuda_runtime.h>
@@ -19,12 +20,12 @@ namespace
 {
 
 constexpr int kMaxDim = ATTNX_SPARSE_ATTENTION_MAX_HEAD_DIM;
-constexpr int kMaxAttribute = ATTNX_SPARSE_ATTENTION_MAX_ATTRIBUTE;
 constexpr int kWarps = 8; // queries per block
 constexpr int kThreads = kWarps * 32;
 constexpr int kBatch = 4; // keys per online-softmax step
 
 using attnx::fromFloat;
+using attnx::SparseAttentionParams;
 using attnx::toFloat;
 
 __host__ __device__ __forceinline__ int64_t minI64(int64_t a, int64_t b) { return a < b ? a : b; }
@@ -32,7 +33,7 @@ __host__ __device__ __forceinline__ int64_t minI64(int64_t a, int64_t b) { retur
 // The validated attributes, passed by value to the kernel.
 struct Pattern
 {
-    int kind; // attnx_sparse_pattern
+    int kind; // SparseAttentionParams::Pattern
     int window;
     int dilation;
     int stride;
@@ -48,12 +49,12 @@ struct Progression
     int64_t count;
 };
 
-// The keys query i may see (the mask in attnx/ops/sparse_attention.py), as 1 to 3 disjoint
+// The keys query i may see (the mask in attnx/ops/sparse_attention/), as 1 to 3 disjoint
 // progressions within [0, N); returns how many. Every pattern holds j = i, so count >= 1 in out[0].
-// Host-callable too: tests/test_plugins_performer_sparse.py checks it against the mask without a GPU.
+// Host-callable too: tests/plugins/test_performer_sparse.py checks it against the mask without a GPU.
 __host__ __device__ int allowedKeys(int64_t i, int64_t N, Pattern const& p, Progression* out)
 {
-    if (p.kind == ATTNX_SPARSE_BLOCK)
+    if (p.kind == SparseAttentionParams::kPatternBlock)
     {
         // ⌊i/b⌋ = ⌊j/b⌋; causal: and j <= i
         const int64_t lo = i / p.block * p.block;
@@ -62,13 +63,13 @@ __host__ __device__ int allowedKeys(int64_t i, int64_t N, Pattern const& p, Prog
         return 1;
     }
     // the window: j = i - s·r for s in [-w, w] (causal: [0, w)), r the dilation for dilated, else 1
-    const int64_t r = p.kind == ATTNX_SPARSE_DILATED ? p.dilation : 1;
+    const int64_t r = p.kind == SparseAttentionParams::kPatternDilated ? p.dilation : 1;
     const int64_t back = minI64(p.causal ? p.window - 1 : p.window, i / r);  // steps before i, j >= 0
     const int64_t ahead = p.causal ? 0 : minI64(p.window, (N - 1 - i) / r); // steps after i, j < N
     const int64_t lo = i - back * r;
     const int64_t hi = i + ahead * r;
     out[0] = {lo, r, back + ahead + 1};
-    if (p.kind != ATTNX_SPARSE_STRIDED)
+    if (p.kind != SparseAttentionParams::kPatternStrided)
         return 1;
     // strided (r = 1, the window is [lo, hi]): also j = i ∓ s·t for s >= 1 outside it (causal: j < i)
     const int64_t t = p.stride;
@@ -212,11 +213,6 @@ int launch(const void* q, const void* k, const void* v, void* y, int64_t rows, i
     return launchWidth<T, kMaxDim / 32>(q, k, v, y, rows, N, D, E, scale, p, stream);
 }
 
-bool inAttributeRange(int32_t x)
-{
-    return x >= 1 && x <= kMaxAttribute;
-}
-
 } // namespace
 
 extern "C" int attnx_sparse_attention_forward(const void* q, const void* k, const void* v, void* y, int64_t B,
@@ -231,9 +227,7 @@ extern "C" int attnx_sparse_attention_forward(const void* q, const void* k, cons
     if (B > 0x7fffffffLL || H > 0x7fffffffLL || N > 0x7fffffffLL || B * H > 0x7fffffffLL
         || (B * H * N + kWarps - 1) / kWarps > 0x7fffffffLL)
         return ATTNX_ERR_SHAPE;
-    if (pattern < ATTNX_SPARSE_LOCAL || pattern > ATTNX_SPARSE_BLOCK || !inAttributeRange(window)
-        || !inAttributeRange(dilation) || !inAttributeRange(stride) || !inAttributeRange(block)
-        || (causal != 0 && causal != 1) || !std::isfinite(scale) || scale < 0.f)
+    if (!SparseAttentionParams{pattern, window, dilation, stride, block, causal, scale}.valid())
         return ATTNX_ERR_ATTRIBUTE;
     const Pattern p{pattern, window, dilation, stride, block, causal};
     const float s = scale > 0.f ? scale : float(1.0 / std::sqrt(double(D)));

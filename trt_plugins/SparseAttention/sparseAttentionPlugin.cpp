@@ -15,28 +15,7 @@ constexpr int32_t kQ = 0;
 constexpr int32_t kK = 1;
 constexpr int32_t kV = 2;
 char const* const kInputNames[] = {"q", "k", "v"};
-
-// window, dilation, stride and block: int32 in [1, 4096], checked whatever the pattern, as the spec does
-bool readSize(FieldSet const& f, char const* name, int32_t& out)
-{
-    return readIntInRange(SparseAttentionPlugin::kName, f, name, 1, ATTNX_SPARSE_ATTENTION_MAX_ATTRIBUTE, out);
-}
 } // namespace
-
-FieldSet SparseAttentionPlugin::defaultFields()
-{
-    // the spec's attributes in the spec's order, with its defaults (bool → int32 0/1)
-    return FieldSet({charField("pattern", "local"), intField("window", 16), intField("dilation", 2),
-        intField("stride", 16), intField("block", 64), intField("causal", 0), floatField("scale", 0.f)});
-}
-
-bool SparseAttentionPlugin::parse(FieldSet const& f, SparseAttentionParams& p)
-{
-    return readChoice(kName, f, "pattern", {"local", "dilated", "strided", "block"}, p.pattern)
-        && readSize(f, "window", p.window) && readSize(f, "dilation", p.dilation) && readSize(f, "stride", p.stride)
-        && readSize(f, "block", p.block) && readFlag(kName, f, "causal", p.causal)
-        && readScale(kName, f, "scale", "1/sqrt(D)", p.scale);
-}
 
 int32_t SparseAttentionPlugin::getOutputShapes(DimsExprs const* inputs, int32_t nbInputs, DimsExprs const*, int32_t,
     DimsExprs* outputs, int32_t nbOutputs, IExprBuilder&) noexcept

@@ -1,37 +1,21 @@
-// TensorRT IPluginV3 for attnx::SparseAttention (attnx/ops/sparse_attention.py). Fields are the spec's
-// attributes as the ONNX parser passes them: pattern char, window, dilation, stride, block and causal
-// int32, scale float32.
+// TensorRT IPluginV3 for attnx::SparseAttention (attnx/ops/sparse_attention): its I/O, shapes, workspace
+// and enqueue. Its name, version and fields are SparseAttentionFields, generated from the op's spec into
+// the build folder (attnx_generated/sparseAttentionFields.h; attnx/plugins/codegen.py).
 #pragma once
 
+#include "attnx_generated/sparseAttentionFields.h"
 #include "pluginBase.h"
 
 namespace attnx
 {
 
-// The validated attribute values.
-struct SparseAttentionParams
-{
-    int32_t pattern{0}; // attnx_sparse_pattern
-    int32_t window{16};
-    int32_t dilation{2};
-    int32_t stride{16};
-    int32_t block{64};
-    int32_t causal{0};
-    float scale{0.f}; // 0: 1/sqrt(D)
-};
-
-class SparseAttentionPlugin final : public PluginBase<SparseAttentionPlugin, SparseAttentionParams>
+class SparseAttentionPlugin final : public PluginBase<SparseAttentionPlugin, SparseAttentionFields>
 {
 public:
     using PluginBase::PluginBase;
 
-    static constexpr char const* kName = "SparseAttention";
-    static constexpr char const* kVersion = "1";
     static constexpr char const* kIo = "3 inputs (q, k, v) and 1 output (y)";
     static bool acceptsIo(int32_t nbInputs, int32_t nbOutputs) { return nbInputs == 3 && nbOutputs == 1; }
-    // The defaults, as the spec (attnx.ops.REGISTRY["SparseAttention"].plugin_fields()) has them.
-    static FieldSet defaultFields();
-    static bool parse(FieldSet const& fields, SparseAttentionParams& params);
     bool checkShapes(nvinfer1::Dims const* dims, int32_t nbInputs) const noexcept;
 
     int32_t getOutputShapes(nvinfer1::DimsExprs const* inputs, int32_t nbInputs, nvinfer1::DimsExprs const* shapeInputs,

@@ -1,14 +1,17 @@
 // The IPluginV3 frame every attnx plugin shares, so that a plugin's own files hold only what is its
-// own: its fields and their validation, shapes, workspace and enqueue.
+// own: its I/O, shapes, workspace and enqueue.
 //
-// PluginBase<Derived, Params> gives the capabilities, names, clone, attachToContext and serialisation
+// PluginBase<Derived, Fields> gives the capabilities, names, clone, attachToContext and serialisation
 // (the spec's fields as given), output dtypes, format combinations, and configurePlugin/onShapeChange
-// as an input-count check followed by Derived's shape check. Derived (final) provides:
-//   static constexpr char const* kName, kVersion;
+// as an input-count check followed by Derived's shape check. Fields is the op's generated
+// attnx_generated/<op>Fields.h (attnx/plugins/codegen.py, from the op's spec):
+//   using Params;                                  // <Op>Params: the attributes as the kernels take them
+//   static constexpr char const* kName, kVersion, kNamespace;
+//   static FieldSet defaults();                    // the spec's attributes, in its order, with its defaults
+//   static bool parse(FieldSet const&, Params&);   // the spec's limits; false after logging the first bad field
+// Derived (final) provides:
 //   static constexpr char const* kIo;             // what it takes, e.g. "3 inputs (q, k, v) and 1 output (y)"
 //   static bool acceptsIo(int32_t nbInputs, int32_t nbOutputs);   // at most kMaxInputs inputs
-//   static FieldSet defaultFields();              // the spec's attributes, in its order, with its defaults
-//   static bool parse(FieldSet const&, Params&);  // range checks; false after logging the first bad field
 //   bool checkShapes(nvinfer1::Dims const* dims, int32_t nbInputs) const noexcept;
 // and overrides getOutputShapes, getNbOutputs and enqueue (getWorkspaceSize when it needs one). It may
 // hide isFloat32Position to make some tensors float32 whatever the I/O type (recurrent states).
@@ -28,19 +31,19 @@
 namespace attnx
 {
 
-constexpr char const* kPluginNamespace = "attnx";
-
-template <typename Derived, typename Params>
+template <typename Derived, typename Fields>
 class PluginBase : public nvinfer1::IPluginV3,
                    public nvinfer1::IPluginV3OneCore,
                    public nvinfer1::IPluginV3OneBuild,
                    public nvinfer1::IPluginV3OneRuntime
 {
 public:
-    using ParamsType = Params;
+    using FieldsType = Fields;
+    using ParamsType = typename Fields::Params;
+    static constexpr char const* kName = Fields::kName;
     static constexpr int32_t kMaxInputs = 8;
 
-    PluginBase(FieldSet fields, Params params)
+    PluginBase(FieldSet fields, ParamsType params)
         : mFields(std::move(fields))
         , mParams(params)
     {
@@ -66,15 +69,15 @@ public:
         }
         catch (std::exception const& e)
         {
-            logError(std::string(Derived::kName) + ": clone failed: " + e.what());
+            logError(std::string(kName) + ": clone failed: " + e.what());
             return nullptr;
         }
     }
 
     // IPluginV3OneCore
-    char const* getPluginName() const noexcept override { return Derived::kName; }
-    char const* getPluginVersion() const noexcept override { return Derived::kVersion; }
-    char const* getPluginNamespace() const noexcept override { return kPluginNamespace; }
+    char const* getPluginName() const noexcept override { return Fields::kName; }
+    char const* getPluginVersion() const noexcept override { return Fields::kVersion; }
+    char const* getPluginNamespace() const noexcept override { return Fields::kNamespace; }
 
     // IPluginV3OneBuild
     int32_t configurePlugin(nvinfer1::DynamicPluginTensorDesc const* in, int32_t nbInputs,
@@ -138,7 +141,7 @@ public:
     nvinfer1::IPluginV3* attachToContext(nvinfer1::IPluginResourceContext*) noexcept override { return clone(); }
     nvinfer1::PluginFieldCollection const* getFieldsToSerialize() noexcept override { return mFields.collection(); }
 
-    Params const& params() const { return mParams; }
+    ParamsType const& params() const { return mParams; }
 
     // No tensor is float32 whatever the I/O type unless Derived says so.
     static bool isFloat32Position(int32_t, int32_t) { return false; }
@@ -149,7 +152,7 @@ protected:
     {
         if (nbInputs <= kMaxInputs && Derived::acceptsIo(nbInputs, nbOutputs))
             return true;
-        logError(std::string(Derived::kName) + ": " + where + " with " + std::to_string(nbInputs) + " inputs and "
+        logError(std::string(kName) + ": " + where + " with " + std::to_string(nbInputs) + " inputs and "
             + std::to_string(nbOutputs) + " outputs; expected " + Derived::kIo);
         return false;
     }
@@ -159,7 +162,7 @@ protected:
     int32_t qkvOutputShape(nvinfer1::DimsExprs const* inputs, int32_t nbInputs, nvinfer1::DimsExprs* outputs,
         int32_t nbOutputs) const
     {
-        if (!checkIoCount(nbInputs, nbOutputs, "getOutputShapes") || !qkvOfRank4(Derived::kName, inputs))
+        if (!checkIoCount(nbInputs, nbOutputs, "getOutputShapes") || !qkvOfRank4(kName, inputs))
             return -1;
         attentionOutputShape(outputs[0], inputs[0], inputs[2]);
         return 0;
@@ -174,7 +177,7 @@ protected:
         nvinfer1::Dims dims[kMaxInputs];
         for (int32_t i = 0; i < nbShown; ++i)
             dims[i] = inputDesc[i].dims;
-        logError(std::string(Derived::kName) + ": kernel failed: " + attnx_status_string(status) + " ("
+        logError(std::string(kName) + ": kernel failed: " + attnx_status_string(status) + " ("
             + inputsText(dims, inputNames, nbShown) + ")");
         return -1;
     }
@@ -184,7 +187,7 @@ protected:
     int32_t configuredInputs() const { return mNbInputs; }
 
     FieldSet mFields;
-    Params mParams;
+    ParamsType mParams;
 
 private:
     int32_t shapesChanged(nvinfer1::Dims const* dims, int32_t nbInputs) noexcept
@@ -200,14 +203,16 @@ template <typename Plugin>
 class PluginCreatorBase : public nvinfer1::IPluginCreatorV3One
 {
 public:
+    using Fields = typename Plugin::FieldsType;
+
     PluginCreatorBase()
-        : mDefaults(Plugin::defaultFields())
+        : mDefaults(Fields::defaults())
     {
     }
 
-    char const* getPluginName() const noexcept override { return Plugin::kName; }
-    char const* getPluginVersion() const noexcept override { return Plugin::kVersion; }
-    char const* getPluginNamespace() const noexcept override { return kPluginNamespace; }
+    char const* getPluginName() const noexcept override { return Fields::kName; }
+    char const* getPluginVersion() const noexcept override { return Fields::kVersion; }
+    char const* getPluginNamespace() const noexcept override { return Fields::kNamespace; }
 
     // The spec's attributes with their defaults (data points at the default value).
     nvinfer1::PluginFieldCollection const* getFieldNames() noexcept override { return mDefaults.collection(); }
@@ -219,17 +224,17 @@ public:
     {
         try
         {
-            FieldSet fields = Plugin::defaultFields();
-            if (!fields.parse(Plugin::kName, fc))
+            FieldSet fields = Fields::defaults();
+            if (!fields.parse(Fields::kName, fc))
                 return nullptr;
-            typename Plugin::ParamsType params;
-            if (!Plugin::parse(fields, params))
+            typename Fields::Params params;
+            if (!Fields::parse(fields, params))
                 return nullptr;
             return new Plugin(std::move(fields), params);
         }
         catch (std::exception const& e)
         {
-            logError(std::string(Plugin::kName) + ": createPlugin failed: " + e.what());
+            logError(std::string(Fields::kName) + ": createPlugin failed: " + e.what());
             return nullptr;
         }
     }

@@ -2,11 +2,9 @@
 
 #include "attnxKernelApi.h"
 
-#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <limits>
 #include <mutex>
 
 namespace attnx
@@ -172,51 +170,31 @@ nvinfer1::PluginFieldCollection const* FieldSet::collection() noexcept
     return &mCollection;
 }
 
-bool readFlag(char const* plugin, FieldSet const& f, char const* name, int32_t& out)
+int32_t choiceIndex(std::string const& value, std::initializer_list<char const*> choices) noexcept
 {
-    out = f.getInt(name);
-    if (out == 0 || out == 1)
-        return true;
-    logError(std::string(plugin) + ": field '" + name + "' = " + std::to_string(out) + "; expected 0 or 1");
-    return false;
-}
-
-bool readChoice(
-    char const* plugin, FieldSet const& f, char const* name, std::vector<char const*> const& choices, int32_t& out)
-{
-    std::string const& value = f.getString(name);
-    std::string expected;
-    for (size_t i = 0; i < choices.size(); ++i)
+    int32_t index = 0;
+    for (char const* choice : choices)
     {
-        if (value == choices[i])
-        {
-            out = static_cast<int32_t>(i);
-            return true;
-        }
-        expected += std::string(i ? ", '" : "'") + choices[i] + "'";
+        if (value == choice)
+            return index;
+        ++index;
     }
-    logError(std::string(plugin) + ": field '" + name + "' = '" + value + "'; expected one of " + expected);
-    return false;
+    return -1;
 }
 
-bool readIntInRange(char const* plugin, FieldSet const& f, char const* name, int32_t lo, int32_t hi, int32_t& out)
+bool fieldsAccepted(char const* plugin, FieldSet const& f, int32_t firstInvalid, char const* const* expected)
 {
-    out = f.getInt(name);
-    if (out >= lo && out <= hi)
+    if (firstInvalid < 0)
         return true;
-    bool const bounded = hi != std::numeric_limits<int32_t>::max();
-    logError(std::string(plugin) + ": field '" + name + "' = " + std::to_string(out) + "; expected int32 >= "
-        + std::to_string(lo) + (bounded ? " and <= " + std::to_string(hi) : ""));
-    return false;
-}
-
-bool readScale(char const* plugin, FieldSet const& f, char const* name, char const* zeroMeans, float& out)
-{
-    out = f.getFloat(name);
-    if (std::isfinite(out) && out >= 0.f)
-        return true;
-    logError(std::string(plugin) + ": field '" + name + "' = " + floatText(out)
-        + "; expected a finite float32 >= 0 (0 means " + zeroMeans + ")");
+    Field const& field = f.at(firstInvalid);
+    std::string value;
+    switch (field.type)
+    {
+    case nvinfer1::PluginFieldType::kINT32: value = std::to_string(field.i); break;
+    case nvinfer1::PluginFieldType::kFLOAT32: value = floatText(field.f); break;
+    default: value = "'" + field.s + "'";
+    }
+    logError(std::string(plugin) + ": field '" + field.name + "' = " + value + "; expected " + expected[firstInvalid]);
     return false;
 }
 

@@ -6,6 +6,7 @@
 #include "NvInferRuntime.h"
 
 #include <cstdint>
+#include <initializer_list>
 #include <string>
 #include <vector>
 
@@ -50,8 +51,8 @@ inline Field charField(char const* name, char const* value)
     return f;
 }
 
-// An ordered set of fields: the spec's attributes. Parsing checks names, types and lengths;
-// value ranges are each plugin's to check.
+// An ordered set of fields: the spec's attributes. Parsing checks names, types and lengths; the
+// values are the generated <Op>Fields::parse's to check.
 class FieldSet
 {
 public:
@@ -62,6 +63,8 @@ public:
     bool parse(char const* plugin, nvinfer1::PluginFieldCollection const* fc) noexcept;
 
     Field const& get(char const* name) const;
+    // The field at `index` of the spec's order.
+    Field const& at(int32_t index) const { return mFields.at(static_cast<size_t>(index)); }
     int32_t getInt(char const* name) const { return get(name).i; }
     float getFloat(char const* name) const { return get(name).f; }
     std::string const& getString(char const* name) const { return get(name).s; }
@@ -75,18 +78,14 @@ private:
     nvinfer1::PluginFieldCollection mCollection{};
 };
 
-// Field readers: each sets `out` from the field and returns true, or logs "<plugin>: field '<name>' =
-// <value>; expected ..." and returns false.
+// The index of `value` among `choices`, -1 when it is none of them (a generated parse stores it, and the
+// generated check refuses -1).
+int32_t choiceIndex(std::string const& value, std::initializer_list<char const*> choices) noexcept;
 
-// int32 0 or 1.
-bool readFlag(char const* plugin, FieldSet const& f, char const* name, int32_t& out);
-// A string among `choices`; `out` is its index (the attnx_* enums list the spec's values in its order).
-bool readChoice(
-    char const* plugin, FieldSet const& f, char const* name, std::vector<char const*> const& choices, int32_t& out);
-// int32 >= lo, and <= hi unless hi is INT32_MAX.
-bool readIntInRange(char const* plugin, FieldSet const& f, char const* name, int32_t lo, int32_t hi, int32_t& out);
-// float32, finite and >= 0, where 0 means `zeroMeans` (a default the kernel derives from the shapes).
-bool readScale(char const* plugin, FieldSet const& f, char const* name, char const* zeroMeans, float& out);
+// True when `firstInvalid` < 0; else logs "<plugin>: field '<name>' = <value>; expected <expected>" for the
+// field at that position of `f` (the spec's order) and returns false. The generated <Op>Fields::parse
+// passes its Params' firstInvalid() and the spec's words for each field.
+bool fieldsAccepted(char const* plugin, FieldSet const& f, int32_t firstInvalid, char const* const* expected);
 
 // float32, float16 or bfloat16: the I/O types every attnx kernel takes.
 bool isIoType(nvinfer1::DataType t) noexcept;

@@ -1,14 +1,15 @@
-// The library's entry points: getCreators/setLoggerFinder for `trtexec --dynamicPlugins` and
-// IPluginRegistry::loadLibrary, registration at load time when loaded into a TensorRT process,
-// and two host-side entry points (no GPU, no TensorRT runtime) that let tests read the creators'
-// fields and round-trip fields through createPlugin/getFieldsToSerialize.
+// The library's entry points, above every plugin (as TensorRT's plugin/api/inferPlugin.cpp is):
+// getCreators/setLoggerFinder for `trtexec --dynamicPlugins` and IPluginRegistry::loadLibrary,
+// registration at load time when loaded into a TensorRT process, and two host-side entry points (no
+// GPU, no TensorRT runtime) that let tests read the creators' fields and round-trip fields through
+// createPlugin/getFieldsToSerialize.
+#include "LinearAttention/linearAttentionPlugin.h"
+#include "MixedChunkAttention/mixedChunkAttentionPlugin.h"
 #include "NvInferRuntime.h"
-#include "linearAttentionPlugin.h"
-#include "mixedChunkAttentionPlugin.h"
-#include "performerFeaturesPlugin.h"
+#include "PerformerFeatures/performerFeaturesPlugin.h"
+#include "ReluSquaredAttention/reluSquaredAttentionPlugin.h"
+#include "SparseAttention/sparseAttentionPlugin.h"
 #include "pluginCommon.h"
-#include "reluSquaredAttentionPlugin.h"
-#include "sparseAttentionPlugin.h"
 
 #include <cerrno>
 #include <cstdio>

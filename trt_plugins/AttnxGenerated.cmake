@@ -1,0 +1,28 @@
+# attnx_generate_fields(<dir>)
+#
+# Writes the plugins' C++ field layer, generated from the op registry by attnx/plugins/codegen.py
+# (per op <op>Params.h, free of TensorRT, and <op>Fields.h), into <dir>/attnx_generated, so that
+# sources include "attnx_generated/<op>Params.h" with <dir> on their include path. It runs at configure
+# time, and CMake configures again when a file of attnx/ops or the generator changes; the generator
+# rewrites only headers whose text changed, so a rebuild recompiles only what includes those.
+#
+# ATTNX_PYTHON is the interpreter that imports attnx; `attnx plugins build` passes its own.
+set(ATTNX_REPO_DIR "${CMAKE_CURRENT_LIST_DIR}/..")
+set(ATTNX_PYTHON "" CACHE FILEPATH "Python interpreter that imports attnx (`attnx plugins build` passes its own)")
+
+function(attnx_generate_fields dir)
+  if(NOT ATTNX_PYTHON)
+    message(FATAL_ERROR "ATTNX_PYTHON is not set; expected -DATTNX_PYTHON=<python that imports attnx>. The plugins' "
+                        "fields are generated from the op registry (attnx/plugins/codegen.py): build with "
+                        "`attnx plugins build`, which passes it")
+  endif()
+  execute_process(COMMAND "${ATTNX_PYTHON}" -m attnx.plugins.codegen --out "${dir}/attnx_generated"
+                  WORKING_DIRECTORY "${ATTNX_REPO_DIR}" RESULT_VARIABLE status OUTPUT_VARIABLE out ERROR_VARIABLE err)
+  if(NOT status EQUAL 0)
+    message(FATAL_ERROR "`${ATTNX_PYTHON} -m attnx.plugins.codegen` failed (${status}); expected it to write the "
+                        "plugins' field headers into ${dir}/attnx_generated:\n${err}")
+  endif()
+  file(GLOB_RECURSE specs CONFIGURE_DEPENDS "${ATTNX_REPO_DIR}/attnx/ops/*.py")
+  set_property(DIRECTORY APPEND PROPERTY CMAKE_CONFIGURE_DEPENDS ${specs} "${ATTNX_REPO_DIR}/attnx/plugins/codegen.py")
+  message(STATUS "attnx: plugin fields generated from the op registry in ${dir}/attnx_generated")
+endfunction()
