@@ -1,13 +1,15 @@
-"""Parity runs through Polygraphy: runners, data, tolerances, report.
+"""Every parity run, through Polygraphy: ONNX Runtime, TensorRT engines, prefill/decode streams;
+runners, data, tolerances, report.
 
 The names below are loaded on first use, so that `attnx.check.tolerances` imports where Polygraphy
-is not installed (tools/gpu_check.py on a GPU machine).
+is not installed (tools/gpu_check.py on a GPU machine) and the CLI reads the defaults cheaply.
 """
 
 import importlib
 
-_HOME = {"DEFAULT_SEQ_LENS": "parity", "check_parity": "parity", "load_onnx": "parity",
-         "OutputResult": "report", "ParityReport": "report", "TOLERANCES": "tolerances"}
+_HOME = {"DEFAULT_BATCH": "data", "DEFAULT_NEW_TOKENS": "data", "DEFAULT_PROMPT_LENS": "data",
+         "DEFAULT_SEQ_LENS": "data", "check_parity": "parity", "check_stream": "stream", "check_trt": "trt_parity",
+         "load_onnx": "parity", "OutputResult": "report", "ParityReport": "report", "TOLERANCES": "tolerances"}
 
 __all__ = sorted(_HOME)
 

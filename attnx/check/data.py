@@ -5,6 +5,12 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+# one token, and lengths that are not a multiple of a chunk, window or block
+DEFAULT_SEQ_LENS = (1, 37, 300)
+DEFAULT_PROMPT_LENS = (1, 37)  # streaming: prefill lengths, each followed by DEFAULT_NEW_TOKENS decode steps
+DEFAULT_NEW_TOKENS = 8
+DEFAULT_BATCH = 2
+
 
 def random_inputs(example_inputs, names, *, batch: int, seq_len: int, vocab_size: int | None,
                   generator: torch.Generator, draw=None) -> dict[str, np.ndarray]:

@@ -15,7 +15,7 @@ from polygraphy.comparator import Comparator
 from polygraphy.logger import G_LOGGER
 
 from attnx.check.compare import compare_func
-from attnx.check.data import random_inputs
+from attnx.check.data import DEFAULT_BATCH, DEFAULT_SEQ_LENS, random_inputs
 from attnx.check.report import OutputResult, ParityReport
 from attnx.check.runners import EagerFloat64Runner
 from attnx.check.tolerances import TOLERANCES
@@ -24,7 +24,6 @@ from attnx.exporters.functions import verify_local_functions
 from attnx.models.zoo import LoadedModel
 from attnx.ops import register_onnx_schemas
 
-DEFAULT_SEQ_LENS = (1, 37, 300)
 _ONNX_DTYPE = {onnx.TensorProto.FLOAT: "fp32", onnx.TensorProto.FLOAT16: "fp16", onnx.TensorProto.BFLOAT16: "bf16"}
 
 
@@ -152,14 +151,15 @@ def compare_with_eager(runner, case: ParityCase, loaded: LoadedModel, onnx_path,
 
 
 def check_parity(onnx_path: str | Path, loaded: LoadedModel, *, seq_lens: Sequence[int] = DEFAULT_SEQ_LENS,
-                 batch: int = 2, seed: int | None = None,
+                 batch: int = DEFAULT_BATCH, seed: int | None = None,
                  progress: Callable[[str], None] = lambda msg: None) -> ParityReport:
-    """Run the file in ONNX Runtime (CPU) and the eager model in float64 on the same fresh inputs."""
+    """Run the file in ONNX Runtime (CPU) and the eager model in float64 on the same fresh inputs; the
+    file is read once."""
     model = load_onnx(onnx_path)
     if model_dtype(model) == "bf16":
         raise BackendUnavailableError(
             "ONNX Runtime's CPU provider has no bfloat16 kernels (MatMul, LayerNorm); a bf16 file needs "
             "a GPU backend: check it with --backend trt on a machine with TensorRT")
     case = parity_case(model, onnx_path, loaded, seq_lens, batch, seed)
-    onnxrt = OnnxrtRunner(SessionFromOnnx(str(onnx_path), providers=["cpu"]), name="onnxruntime-cpu")
+    onnxrt = OnnxrtRunner(SessionFromOnnx(model.SerializeToString(), providers=["cpu"]), name="onnxruntime-cpu")
     return compare_with_eager(onnxrt, case, loaded, onnx_path, "onnxruntime-cpu", progress)

@@ -19,6 +19,7 @@ from polygraphy.backend.onnxrt import SessionFromOnnx
 from polygraphy.logger import G_LOGGER
 
 from attnx.check.compare import compare
+from attnx.check.data import DEFAULT_BATCH, DEFAULT_NEW_TOKENS, DEFAULT_PROMPT_LENS
 from attnx.check.parity import check_same_weights, load_onnx, model_dtype
 from attnx.check.report import OutputResult, ParityReport
 from attnx.check.tolerances import TOLERANCES, Tolerance
@@ -88,8 +89,9 @@ def _rows(got: np.ndarray, ref: np.ndarray, prompt_len: int, tol: Tolerance) -> 
 
 
 def check_stream(loaded: LoadedModel, prefill_path: str | Path, decode_path: str | Path, *,
-                 prompt_lens: Sequence[int] = (1, 37), new_tokens: int = 8, batch: int = 2,
-                 seed: int | None = None, progress: Callable[[str], None] = lambda msg: None) -> list[ParityReport]:
+                 prompt_lens: Sequence[int] = DEFAULT_PROMPT_LENS, new_tokens: int = DEFAULT_NEW_TOKENS,
+                 batch: int = DEFAULT_BATCH, seed: int | None = None,
+                 progress: Callable[[str], None] = lambda msg: None) -> list[ParityReport]:
     """[eager float64 stream report, ONNX Runtime stream report] against the full float64 model."""
     prefill, decode = load_onnx(prefill_path), load_onnx(decode_path)
     check_same_weights(prefill, loaded, prefill_path)

@@ -1,9 +1,9 @@
 """The prefill and decode graphs as TensorRT engines, states handed from one to the next.
 
-The TensorRT twin of `attnx.check.stream.OrtStream`: each graph is retargeted to the TensorRT
-form (plugin nodes, `attnx optimize --target trt`), built with the attnx plugin library through
-Polygraphy's loaders, and run with Polygraphy's `TrtRunner`. Without TensorRT, construction
-fails first, with `require_tensorrt()`'s reason.
+The TensorRT twin of `attnx.check.stream.OrtStream`: each graph is read once, retargeted to the
+TensorRT form (plugin nodes, `attnx optimize --target trt`) in memory, built with the attnx plugin
+library through the loaders of attnx.plugins.engine, and run with Polygraphy's `TrtRunner`.
+Without TensorRT, construction fails first, with `require_tensorrt()`'s reason.
 """
 
 from __future__ import annotations
@@ -11,21 +11,19 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import onnx
 
+from attnx.check.parity import load_onnx
 from attnx.check.stream import past_names
 from attnx.errors import InputError
+from attnx.plugins.engine import EngineFromOnnx, ShapeRange, TrtFormFromOnnx, require_tensorrt
+from attnx.plugins.library import library_path
 
 
 class TrtStream:
-    """Same interface as OrtStream: `start(prompt)`, `step(token, states)`, `run(ids, prompt_len)`."""
+    """As OrtStream: `start(prompt)` gives (logits, states), `step(token, states)` the next ones."""
 
     def __init__(self, prefill_path: str | Path, decode_path: str | Path, *, max_len: int, batch: int = 1,
                  precision: str = "fp32", plugin_library: str | Path | None = None):
-        from attnx.plugins.engine import ShapeRange, engine_loader, require_tensorrt
-        from attnx.plugins.library import library_path
-        from attnx.surgeon.retarget import retarget
-
         require_tensorrt()
         from polygraphy.backend.trt import TrtRunner
 
@@ -33,14 +31,12 @@ class TrtStream:
             raise InputError(f"TrtStream: max_len and batch must be >= 1, got {max_len} and {batch}")
         library = library_path(plugin_library)
         runners, outputs = [], []
-        for path in (Path(prefill_path), Path(decode_path)):
-            model = onnx.load(path)
+        for path in (prefill_path, decode_path):
+            model = load_onnx(path)
             outputs.append([o.name for o in model.graph.output])
-            trt_path = path.with_suffix(".trt.onnx")
-            onnx.save(retarget(model, "trt"), trt_path)
-            loader = engine_loader(trt_path, precision=precision, plugin_library=library,
-                                   seq=ShapeRange(1, max_len, max_len), batch=ShapeRange(1, batch, batch))
-            runners.append(TrtRunner(loader))
+            engine = EngineFromOnnx(TrtFormFromOnnx(model), precision=precision, plugin_library=library,
+                                    seq=ShapeRange(1, max_len, max_len), batch=ShapeRange(1, batch, batch))
+            runners.append(TrtRunner(engine))
         self.prefill, self.decode = runners
         self.prefill_outputs, self.decode_outputs = outputs
         self.state_names = past_names(self.prefill_outputs[1:])

@@ -1,16 +1,22 @@
-"""TensorRT engines through Polygraphy's loaders: build with the attnx plugin library, run for parity.
+"""TensorRT engines with the attnx plugin library, through Polygraphy's loaders.
 
-Nothing here runs without TensorRT: `require_tensorrt()` is the first step of every path and
-says what is missing. The ONNX file is taken in TensorRT form (plugin nodes, DESIGN.md); a file
-still in attnx form is retargeted first (`trt_form_path`).
+attnx's own steps are loaders too, named as Polygraphy names its own (`XFromY`) and callable as
+its own are (Polygraphy's loaders and runners take them as they take theirs): each takes its
+input as an object or as a loader that returns one, and does its work only when called, so
+they compose lazily and an ONNX file read once feeds every step:
+
+    SaveEngine(EngineFromOnnx(TrtFormFromOnnx(model), plugin_library=lib, seq=..., batch=...), path)
+
+Nothing here compares outputs (attnx/check runs parity on these engines). Nothing here runs
+without TensorRT: `require_tensorrt()` comes first wherever TensorRT is needed and says what is
+missing.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import tempfile
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import Mapping, Sequence
 
 from attnx.errors import BackendUnavailableError, InputError
 
@@ -104,44 +110,64 @@ def optimization_profile(model, seq: ShapeRange, batch: ShapeRange, axes: Mappin
     return profile
 
 
-def trt_form_path(onnx_path: str | Path, workdir: str | Path) -> Path:
-    """`onnx_path` itself when it has no attnx nodes; else its TensorRT form written into `workdir`."""
-    import onnx
-
-    from attnx.surgeon.retarget import retarget
-
-    model = onnx.load(str(onnx_path))
-    if not any(n.domain == "attnx" for n in model.graph.node):
-        return Path(onnx_path)
-    out = Path(workdir) / (Path(onnx_path).stem + ".trt.onnx")
-    onnx.save(retarget(model, "trt"), str(out))
-    return out
+def _invoke(obj):
+    """`obj()` for a loader, else `obj` itself (Polygraphy's rule for a loader's input)."""
+    return obj() if callable(obj) else obj
 
 
-def engine_loader(onnx_path: str | Path, *, precision: str, plugin_library: str | Path, seq: ShapeRange,
-                  batch: ShapeRange, axes: Mapping[str, ShapeRange] | None = None):
-    """A lazy Polygraphy loader for the engine of a TensorRT-form file: plugins loaded, network parsed,
-    config with one profile (`seq`, `batch`, and any other axis in `axes`)."""
-    require_tensorrt()
-    from polygraphy.backend.trt import CreateConfig, EngineFromNetwork, LoadPlugins, NetworkFromOnnxPath
+class TrtFormFromOnnx:
+    """Takes `model`: an onnx.ModelProto in attnx or TensorRT form, or a callable returning one.
+    Returns the onnx.ModelProto in TensorRT form (plugin nodes, DESIGN.md): `model` itself when it
+    has no attnx nodes, else a retargeted copy (`model` is left as it was)."""
 
-    from attnx.check.parity import load_onnx
+    def __init__(self, model):
+        self._model = model
 
-    if precision not in PRECISIONS:
-        raise InputError(f"precision {precision!r} is not supported; expected one of {', '.join(PRECISIONS)}")
-    model = load_onnx(onnx_path)
-    network = LoadPlugins(plugins=[str(plugin_library)], obj=NetworkFromOnnxPath(str(onnx_path)))
-    config = CreateConfig(fp16=precision == "fp16", bf16=precision == "bf16",
-                          profiles=[optimization_profile(model, seq, batch, axes)])
-    return EngineFromNetwork(network, config=config)
+    def __call__(self):
+        import onnx
+
+        from attnx.surgeon.retarget import retarget
+
+        model = _invoke(self._model)
+        if not any(n.domain == "attnx" for n in model.graph.node):
+            return model
+        copy = onnx.ModelProto()
+        copy.CopyFrom(model)  # retarget rewrites the nodes it is given
+        return retarget(copy, "trt")
+
+
+class EngineFromOnnx:
+    """Takes `model`: an onnx.ModelProto in TensorRT form, or a callable returning one (e.g.
+    `TrtFormFromOnnx`); `plugin_library`: the path of libattnx_plugins.so; `precision`: one of
+    PRECISIONS; `seq`, `batch`: the ShapeRange of those axes, and `axes` {axis: ShapeRange} for any
+    other (`past`: as `seq` unless given). Returns a tensorrt.ICudaEngine: the plugins loaded, the
+    model parsed from memory, built with one optimisation profile."""
+
+    def __init__(self, model, *, plugin_library: str | Path, precision: str = "fp32", seq: ShapeRange,
+                 batch: ShapeRange, axes: Mapping[str, ShapeRange] | None = None):
+        require_tensorrt()
+        if precision not in PRECISIONS:
+            raise InputError(f"precision {precision!r} is not supported; expected one of {', '.join(PRECISIONS)}")
+        self._model, self._library, self._precision = model, str(plugin_library), precision
+        self._seq, self._batch, self._axes = seq, batch, axes
+
+    def __call__(self):
+        from polygraphy.backend.trt import CreateConfig, EngineFromNetwork, LoadPlugins, NetworkFromOnnxBytes
+
+        model = _invoke(self._model)
+        network = LoadPlugins(plugins=[self._library], obj=NetworkFromOnnxBytes(model.SerializeToString()))
+        config = CreateConfig(fp16=self._precision == "fp16", bf16=self._precision == "bf16",
+                              profiles=[optimization_profile(model, self._seq, self._batch, self._axes)])
+        return EngineFromNetwork(network, config=config)()
 
 
 DEFAULT_SHAPES = {"batch": ShapeRange(1, 1, 8), "seq": ShapeRange(1, 128, 1024)}
 
 
-def build_engine(onnx_path: str | Path, out: str | Path, *, precision: str = "fp32",
-                 plugin_library: str | Path | None = None, shapes: Mapping[str, ShapeRange] | None = None) -> Path:
-    """Build the engine of `onnx_path` (attnx or TensorRT form) and serialise it to `out`.
+def build_engine(model, out: str | Path, *, precision: str = "fp32", plugin_library: str | Path | None = None,
+                 shapes: Mapping[str, ShapeRange] | None = None) -> Path:
+    """Build the engine of `model` (an onnx.ModelProto in attnx or TensorRT form, or a callable
+    returning one) and serialise it to `out`.
 
     shapes: {axis: ShapeRange}; batch and seq default to DEFAULT_SHAPES, past to seq. Returns `out`."""
     require_tensorrt()
@@ -151,36 +177,8 @@ def build_engine(onnx_path: str | Path, out: str | Path, *, precision: str = "fp
 
     library = library_path(plugin_library)
     ranges = {**DEFAULT_SHAPES, **dict(shapes or {})}
-    with tempfile.TemporaryDirectory(prefix="attnx-build-") as tmp:
-        path = trt_form_path(onnx_path, tmp)
-        loader = engine_loader(path, precision=precision, plugin_library=library, seq=ranges["seq"],
-                               batch=ranges["batch"], axes=ranges)
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        SaveEngine(loader, path=str(out))()
+    engine = EngineFromOnnx(TrtFormFromOnnx(model), precision=precision, plugin_library=library,
+                            seq=ranges["seq"], batch=ranges["batch"], axes=ranges)
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    SaveEngine(engine, path=str(out))()
     return Path(out)
-
-
-def check_trt(onnx_path: str | Path, loaded, *, seq_lens: Sequence[int] | None = None, batch: int = 2,
-              seed: int | None = None, plugin_library: str | Path | None = None,
-              progress: Callable[[str], None] = lambda msg: None):
-    """`attnx check --backend trt`: the file as a TensorRT engine (Polygraphy TrtRunner, the attnx plugin
-    library loaded) vs the eager model in float64, on the same fresh inputs; the twin of
-    `attnx.check.parity.check_parity` (same arguments, same ParityReport). The engine is built in the
-    file's dtype with one profile covering batch and every length in `seq_lens`."""
-    require_tensorrt()
-    from polygraphy.backend.trt import TrtRunner
-
-    from attnx.check.parity import DEFAULT_SEQ_LENS, compare_with_eager, load_onnx, parity_case
-    from attnx.plugins.library import library_path
-
-    library = library_path(plugin_library)
-    model = load_onnx(onnx_path)
-    case = parity_case(model, onnx_path, loaded, seq_lens or DEFAULT_SEQ_LENS, batch, seed)
-    longest = max(case.seq_lens)
-    with tempfile.TemporaryDirectory(prefix="attnx-check-trt-") as tmp:
-        path = trt_form_path(onnx_path, tmp)
-        loader = engine_loader(path, precision=case.dtype, plugin_library=library,
-                               seq=ShapeRange(min(case.seq_lens), longest, longest),
-                               batch=ShapeRange(batch, batch, batch))
-        return compare_with_eager(TrtRunner(loader, name="tensorrt"), case, loaded, onnx_path, "tensorrt",
-                                  progress)

@@ -17,7 +17,7 @@ from attnx.plugins.build import DEFAULT_BUILD_DIR, LIBRARY_NAME
 
 ENV_VAR = "ATTNX_PLUGIN_LIB"
 
-# attnx_roundtrip's status codes (trt_plugins/common/registration.cpp)
+# attnx_roundtrip's status codes (trt_plugins/api/registration.cpp)
 _NO_CREATOR, _CREATE_FAILED, _BAD_INPUT, _CLONE_DIFFERS = -1000, -1001, -1002, -1003
 
 

@@ -2,7 +2,7 @@
 
 import json
 
-from attnx.cli import main
+from attnx.cli.main import main
 
 
 def test_table_shows_relu2_n_drifting_and_softmax_log_n_not(tmp_path, capsys):

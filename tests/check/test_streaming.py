@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from attnx.check.stream import check_stream, stream_eager
-from attnx.cli import main
+from attnx.cli.main import main
 from attnx.errors import BackendUnavailableError, InputError, ModelNotFoundError, OnnxFileError
 from attnx.exporters import attach_local_functions
 from attnx.exporters.stream import export_stream, stream_paths

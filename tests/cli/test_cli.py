@@ -5,7 +5,7 @@ import subprocess
 import sys
 
 
-from attnx.cli import main
+from attnx.cli.main import main
 
 
 def run(*args):

@@ -7,7 +7,7 @@ import onnx
 import pytest
 
 from attnx.errors import OnnxFileError
-from attnx.surgeon.cli import add_parser
+from attnx.cli.optimize import add_parser
 from attnx.surgeon.pipeline import PASSES
 from helpers.graphs import QKV, QKV_AXES, export
 from helpers.attention_models import EinsumLinearAttention, SoftmaxBetweenProducts

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
@@ -11,7 +10,7 @@ from attnx.errors import AttnxError, OnnxFileError
 DEFAULT_FLOPS_SEQ_LEN = 4096
 
 
-def load_model(path: Path):
+def _load(path: Path):
     """The ModelProto at `path`; a missing or malformed file is an OnnxFileError saying which."""
     import onnx
 
@@ -32,7 +31,7 @@ def _parse_passes(text: str | None) -> list[str] | None:
     return names
 
 
-def run_optimize(args) -> int:
+def run(args) -> int:
     import onnx
 
     from attnx.surgeon.pipeline import optimize_model
@@ -41,7 +40,7 @@ def run_optimize(args) -> int:
 
     if args.flops_seq_len < 1:
         raise AttnxError(f"--flops-seq-len must be >= 1, got {args.flops_seq_len}")
-    model = load_model(Path(args.input))
+    model = _load(Path(args.input))
     optimized, reports = optimize_model(model, "ort", _parse_passes(args.passes))
     final = retarget(optimized, args.target)
     # the cost of a fused node is that of its function body, so count on the attnx form
@@ -66,7 +65,7 @@ def run_optimize(args) -> int:
     return 0
 
 
-def add_parser(subparsers) -> argparse.ArgumentParser:
+def add_parser(subparsers) -> None:
     from attnx.surgeon.pipeline import PASSES
     from attnx.surgeon.retarget import TARGETS
 
@@ -83,5 +82,4 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--report", metavar="PATH", default=None, help="write the JSON report here")
     p.add_argument("--flops-seq-len", type=int, default=DEFAULT_FLOPS_SEQ_LEN,
                    help=f"sequence length the FLOP counts are taken at (default {DEFAULT_FLOPS_SEQ_LEN})")
-    p.set_defaults(run=run_optimize)
-    return p
+    p.set_defaults(run=run)

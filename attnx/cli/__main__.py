@@ -1,0 +1,7 @@
+"""`python -m attnx.cli`: the `attnx` command."""
+
+import sys
+
+from attnx.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,87 @@
+"""Option groups shared by several commands: each option, and its default, is declared once here.
+
+The defaults of a parity run are attnx.check's; importing them loads attnx.check.data only, not
+the runners.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+MODEL_HELP = "a zoo name (see `attnx zoo`) or path/file.py:factory returning (module, example_inputs)"
+# the example an export traces; both >= 2, since torch.export specialises sizes of 1
+TRACE_LEN, TRACE_BATCH = 32, 2
+
+
+def add_trace_options(p: argparse.ArgumentParser) -> None:
+    """--seq-len (dest trace_len) and --batch of the traced example."""
+    p.add_argument("--seq-len", dest="trace_len", type=int, default=TRACE_LEN,
+                   help=f"sequence length traced (>= 2; the exported sequence axis is dynamic; default {TRACE_LEN})")
+    p.add_argument("--batch", type=int, default=TRACE_BATCH,
+                   help=f"batch traced (>= 2; the exported batch axis is dynamic; default {TRACE_BATCH})")
+
+
+def add_export_options(p: argparse.ArgumentParser) -> None:
+    """--dtype and --opset of an export."""
+    from attnx.exporters import DEFAULT_OPSET, DTYPES, OPSETS
+
+    p.add_argument("--dtype", choices=list(DTYPES), default="fp32", help="exported float dtype (default fp32)")
+    p.add_argument("--opset", type=int, choices=list(OPSETS), default=None,
+                   help=f"ONNX opset (default: {DEFAULT_OPSET}, or 23 for a model with softmax attention, "
+                        "which then exports as ONNX Attention)")
+
+
+def _lens(lengths) -> str:
+    return ", ".join(map(str, lengths))
+
+
+def add_seq_lens(p: argparse.ArgumentParser, *, stream: bool = False) -> None:
+    """--seq-len, repeatable: the lengths a parity run checks (`stream`: also the prompt lengths)."""
+    from attnx.check import DEFAULT_PROMPT_LENS, DEFAULT_SEQ_LENS
+
+    if stream:
+        text = (f"a length to check (stream: a prompt length); repeat (default {_lens(DEFAULT_SEQ_LENS)}; "
+                f"stream {_lens(DEFAULT_PROMPT_LENS)})")
+    else:
+        text = f"a length to check; repeat (default {_lens(DEFAULT_SEQ_LENS)})"
+    p.add_argument("--seq-len", type=int, action="append", help=text)
+
+
+def seq_lens(args: argparse.Namespace) -> list[int]:
+    """The lengths --seq-len gave, else attnx.check's defaults."""
+    from attnx.check import DEFAULT_SEQ_LENS
+
+    return list(args.seq_len or DEFAULT_SEQ_LENS)
+
+
+def prompt_lens(args: argparse.Namespace) -> list[int]:
+    """The prompt lengths --seq-len gave, else attnx.check's streaming defaults."""
+    from attnx.check import DEFAULT_PROMPT_LENS
+
+    return list(args.seq_len or DEFAULT_PROMPT_LENS)
+
+
+def add_seed(p: argparse.ArgumentParser, *, default: int | None, of: str) -> None:
+    """--seed of the random `of`; None draws a fresh one (printed in the report)."""
+    shown = "fresh, printed" if default is None else default
+    p.add_argument("--seed", type=int, default=default, help=f"seed of {of} (default: {shown})")
+
+
+def add_check_options(p: argparse.ArgumentParser) -> None:
+    """--batch and --seed of a parity run's random inputs, and --json for its report."""
+    from attnx.check import DEFAULT_BATCH
+
+    p.add_argument("--batch", type=int, default=DEFAULT_BATCH,
+                   help=f"batch size of the random inputs (default {DEFAULT_BATCH})")
+    add_seed(p, default=None, of="the random inputs")
+    p.add_argument("--json", metavar="PATH", default=None, help="also write the report as JSON")
+
+
+def add_plugin_library(p: argparse.ArgumentParser, *, flag: str = "--plugins", use: str = "") -> None:
+    """The plugin library option (`--plugins LIB`, or `flag`), dest `plugins`; `use` says what for."""
+    from attnx.plugins.build import REPO_ROOT
+    from attnx.plugins.library import ENV_VAR, default_library_path
+
+    p.add_argument(flag, metavar="LIB", dest="plugins", default=None,
+                   help=f"plugin library{' ' + use if use else ''} (default: ${ENV_VAR}, else "
+                        f"{default_library_path().relative_to(REPO_ROOT)})")
