@@ -15,9 +15,10 @@ import string
 
 import onnx_graphsurgeon as gs
 
-from attnx.surgeon.contraction import Contraction, Operand, read_contraction, relabel
+from attnx.surgeon.contraction import Contraction, Operand, products, read_contraction, relabel
 from attnx.surgeon.framework import Match
-from attnx.surgeon.graph import constant_value, is_scalar_shaped, producer, rank, scalar_constant
+from attnx.surgeon.graph import constant_value, is_scalar_shaped, producer, rank
+from attnx.surgeon.readers import plus_constant
 
 ELEMENTWISE_UNARY = {"Softmax", "Relu", "Exp", "Cast", "Neg", "Trilu", "Identity", "Sqrt", "Abs", "Sigmoid",
                      "Tanh", "Elu", "LeakyRelu", "Log", "Square", "Reciprocal"}
@@ -62,6 +63,10 @@ class QuadraticAttention:
     def out_labels(self) -> str:
         return self.product.out
 
+    def step_inputs(self) -> list[tuple[gs.Node, gs.Tensor]]:
+        """(step, the scores-carrying tensor it reads) for every step, S's side first."""
+        return list(zip(self.steps, [self.scores.output, *(s.outputs[0] for s in self.steps[:-1])]))
+
     def reused_intermediates(self, also: tuple[gs.Node, ...] = ()) -> list[str]:
         """The N×N intermediates (scores and steps) that feed nodes outside the pattern and `also`."""
         allowed = {id(n) for n in [self.scores.node, *self.steps, self.product.node, *also]}
@@ -101,12 +106,9 @@ def data_input(node: gs.Node) -> gs.Tensor | None:
 
 def row_sum_of(tensor: gs.Tensor, scores: gs.Tensor) -> tuple[gs.Node, gs.Tensor | None] | None:
     """(ReduceSum node, eps tensor or None) when tensor = ReduceSum(scores, keepdims=1) [+ eps]."""
-    node, eps = producer(tensor), None
-    if node is not None and node.op == "Add":
-        for x, c in ((node.inputs[0], node.inputs[1]), (node.inputs[1], node.inputs[0])):
-            if scalar_constant(c) is not None and producer(x) is not None and producer(x).op == "ReduceSum":
-                node, eps = producer(x), c
-                break
+    plus = plus_constant(tensor)
+    total, eps = plus if plus is not None else (tensor, None)
+    node = producer(total)
     if node is None or node.op != "ReduceSum" or node.inputs[0] is not scores:
         return None
     if int(node.attrs.get("keepdims", 1)) != 1:
@@ -198,11 +200,8 @@ def _row_sum_before(att: QuadraticAttention) -> RowSum | None:
 def find_quadratic(graph: gs.Graph) -> list[QuadraticAttention]:
     """Every (first product, elementwise steps, second product) in `graph`, in graph order."""
     found = []
-    for node in graph.nodes:
-        second = read_contraction(node)
-        if second is None:
-            continue
-        for a, v in ((second.a, second.b), (second.b, second.a)):
+    for second in products(graph):
+        for a, v in second.orders():
             walked = _walk_to_scores(a.tensor)
             if walked is None:
                 continue
@@ -215,16 +214,10 @@ def find_quadratic(graph: gs.Graph) -> list[QuadraticAttention]:
     return found
 
 
-def quadratic_matches(graph: gs.Graph, claims, checks) -> list[Match]:
-    """A `Match` for every quadratic attention that `claims(att)` accepts, anchored at its ·V
-    product and checked by `checks(match, att)`: how the passes on this pattern find."""
-    matches = []
-    for att in find_quadratic(graph):
-        if claims(att):
-            match = Match(att.product.node.name, att)
-            checks(match, att)
-            matches.append(match)
-    return matches
+def quadratic_candidates(graph: gs.Graph, claims):
+    """(anchor, (att,)) for every quadratic attention that `claims(att)` accepts, anchored at its
+    ·V product: the candidates of the passes on this pattern."""
+    return ((att.product.node.name, (att,)) for att in find_quadratic(graph) if claims(att))
 
 
 def check_scores_not_reused(match: Match, att: QuadraticAttention, also: tuple[gs.Node, ...] = ()) -> bool:
@@ -232,3 +225,11 @@ def check_scores_not_reused(match: Match, att: QuadraticAttention, also: tuple[g
     reused = att.reused_intermediates(also)
     return match.check("scores_not_reused", not reused,
                        f"{', '.join(reused)} also feed(s) other nodes" if reused else "N×N intermediates feed only ·V")
+
+
+def softmax_over_keys(match: Match, att: QuadraticAttention) -> bool:
+    """The `softmax_over_keys` check of a pattern whose last step is a Softmax."""
+    axis = int(att.steps[-1].attrs.get("axis", -1)) % len(att.a.labels)
+    over_keys = att.a.labels[axis] == att.m
+    return match.check("softmax_over_keys", over_keys,
+                       f"Softmax over axis {axis} ({'keys' if over_keys else 'not the keys'})")

@@ -41,8 +41,9 @@ class Contraction:
     def output(self) -> gs.Tensor:
         return self.node.outputs[0]
 
-    def operands(self) -> tuple[Operand, Operand]:
-        return self.a, self.b
+    def orders(self) -> tuple[tuple[Operand, Operand], tuple[Operand, Operand]]:
+        """(a, b) and (b, a): a pattern that names the two factors tries both."""
+        return (self.a, self.b), (self.b, self.a)
 
 
 def _absorb_transpose(tensor: gs.Tensor, labels: str) -> Operand:
@@ -114,6 +115,11 @@ def read_contraction(node: gs.Node | None) -> Contraction | None:
     if node.op == "Einsum":
         return _einsum(node)
     return None
+
+
+def products(graph: gs.Graph) -> list[Contraction]:
+    """Every node of `graph` that reads as a contraction, in graph order."""
+    return [c for c in map(read_contraction, graph.nodes) if c is not None]
 
 
 def relabel(c: Contraction, mapping: dict[str, str]) -> Contraction:

@@ -1,14 +1,16 @@
 """The pass framework: a pass is a pattern, named checks, and a rewrite, and it reports.
 
-`Pass.find(graph)` returns every `Match` of its pattern, each carrying the named `Check`s
-that tell it from look-alikes (`softmax_free`, `reassociation_saves_flops`, …). A match is
-rewritten only when every check holds; the report says, per match, what changed or which
+`Pass.candidates(graph)` yields every occurrence of its pattern; `Pass.checks` records on its
+`Match` the named `Check`s that tell it from look-alikes (`softmax_free`,
+`reassociation_saves_flops`, …), each one a test that can fail and says what it found. A match
+is rewritten only when every check holds; the report says, per match, what changed or which
 check failed and why. The order passes run in is `attnx.surgeon.pipeline.PASSES`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
 from typing import Any
 
 import onnx_graphsurgeon as gs
@@ -58,14 +60,29 @@ class PassReport:
 
 
 class Pass:
-    """Subclasses set `name` and `summary` and implement `find` and `rewrite`."""
+    """Subclasses set `name` and `summary` and implement `candidates`, `checks` and `rewrite`."""
 
     name: str = ""
     summary: str = ""
     min_opset: int = 0  # the default-domain opset the nodes this pass creates need
 
-    def find(self, graph: gs.Graph) -> list[Match]:
+    def candidates(self, graph: gs.Graph) -> Iterator[tuple[str, tuple]]:
+        """(anchor, found) for every occurrence of the pattern: the anchor a node name, `found` what
+        `checks` takes after the match and the graph."""
         raise NotImplementedError
+
+    def checks(self, match: Match, graph: gs.Graph, *found) -> None:
+        """Record the checks of one candidate on `match`, and bind in `match.bound` what `rewrite` needs."""
+        raise NotImplementedError
+
+    def find(self, graph: gs.Graph) -> list[Match]:
+        """Every candidate as a `Match`, checked."""
+        matches = []
+        for anchor, found in self.candidates(graph):
+            match = Match(anchor, None)
+            self.checks(match, graph, *found)
+            matches.append(match)
+        return matches
 
     def rewrite(self, graph: gs.Graph, match: Match) -> str:
         """Apply one match whose checks all hold; returns what changed, in words."""

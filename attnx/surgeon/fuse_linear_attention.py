@@ -5,10 +5,13 @@ Patterns (the feature map q and k share, elu+1 or relu, is absorbed into the nod
                                                                and how most code writes it)
   causal      Y = Q·CumSum_n(K ⊗ V)     [/ (Q·CumSum_n(K) + eps)]
 Checks:
-  kv_contracts_keys      K·V sums over the key axis alone (an outer product, for CumSum)
   cumsum_over_tokens     (causal) inclusive, forward CumSums over the query/key axis
-  normaliser_matches     a following division is Q·Σk [+ eps] over the same q and k, else
-                         it is left in the graph after an unnormalised node
+  kv_contracts_keys      K·V sums over the key axis alone (for CumSum: over nothing, an outer
+                         product per position); keys over two axes (a 2-D grid) are refused
+  normaliser_matches     a division by q·z that follows is the normaliser q·Σk [+ eps] over the
+                         same q and k: z a ReduceSum of k over the key axis (causal: its inclusive
+                         CumSum over the tokens) and eps within the spec's range; a division by
+                         anything else stays in the graph after an unnormalised node
   fits_linear_attention  at most [B, H] batch axes
 Rewrite: LinearAttention(q, k, v; causal, feature_map, normalize, eps), layouts restored.
 """
@@ -19,13 +22,14 @@ import dataclasses
 
 import onnx_graphsurgeon as gs
 
+from attnx.errors import AttributeValueError
 from attnx.surgeon import attnx_node
 from attnx.surgeon.attention_pattern import reduce_axes
-from attnx.surgeon.contraction import Contraction, Operand, read_contraction, relabel
-from attnx.surgeon.feature_maps import shared_feature_map
+from attnx.surgeon.contraction import Contraction, Operand, products, read_contraction, relabel
 from attnx.surgeon.framework import Match, Pass
 from attnx.surgeon.graph import Emitter, int_attr, producer, scalar_constant
 from attnx.surgeon.layout import fits
+from attnx.surgeon.readers import plus_constant, shared_feature_map
 
 
 @dataclasses.dataclass
@@ -36,13 +40,16 @@ class LinearForm:
     v: Operand
     batch: str
     n: str
-    m: str
+    m: str                # the key axis (causal: the token axis n)
     d: str
     e: str
     causal: bool
+    summed: str           # the axes K·V sums over: m alone (causal: none) for linear attention
+    cumsum: gs.Node | None = None
     division: gs.Node | None = None
     eps: float | None = None
-    cumsum: gs.Node | None = None
+    normaliser: str = "no normaliser follows: an unnormalised node"  # in words, what follows Q·state
+    normaliser_ok: bool = True
 
     @property
     def output(self) -> gs.Tensor:
@@ -59,47 +66,75 @@ def _labels_of(tensor: gs.Tensor, base: Operand) -> str | None:
     return None
 
 
-def _key_sum(tensor: gs.Tensor, k: Operand, token: str, causal: bool) -> bool:
-    """tensor = Σ_token k (ReduceSum), or its inclusive CumSum over token when causal."""
-    node = producer(tensor)
-    if node is None:
-        return False
-    op = "CumSum" if causal else "ReduceSum"
-    if node.op != op:
-        return False
+def _inclusive_forward(cumsum: gs.Node) -> bool:
+    return not int_attr(cumsum, "exclusive", 0) and not int_attr(cumsum, "reverse", 0)
+
+
+def _key_sum_problem(tensor: gs.Tensor, form: LinearForm) -> str | None:
+    """Why `tensor` is not Σ_m k (a ReduceSum over the key axis) or, for a causal form, k's inclusive
+    forward CumSum over the tokens; None when it is."""
+    node, k = producer(tensor), form.k
+    want = "CumSum" if form.causal else "ReduceSum"
+    if node is None or node.op not in ("CumSum", "ReduceSum"):
+        return f"z = {tensor.name} is {'a graph input' if node is None else 'a ' + node.op}, not a {want} of k"
+    if node.op != want:
+        state = "a CumSum over the tokens" if form.causal else "a sum over every key"
+        return f"z is a {node.op} of k where the state is {state}"
     labels = _labels_of(node.inputs[0], k)
     if labels is None:
-        return False
-    if causal:
+        return f"z sums {node.inputs[0].name}, not k ({k.tensor.name})"
+    if form.causal:
         axis = scalar_constant(node.inputs[1])
-        return (axis is not None and labels[int(axis) % len(labels)] == token
-                and not int_attr(node, "exclusive", 0) and not int_attr(node, "reverse", 0))
+        if axis is None or labels[int(axis) % len(labels)] != form.m:
+            return (f"z is a CumSum of k over axis {'computed at run time' if axis is None else int(axis)}, "
+                    f"not its token axis {labels.index(form.m)}")
+        return None if _inclusive_forward(node) else "z is an exclusive or reversed CumSum of k"
     axes = reduce_axes(node, len(labels))
-    return axes is not None and [labels[a] for a in axes] == [token]
+    if axes is None or sorted(labels[a] for a in axes) != sorted(form.m):
+        return (f"z sums k over axes {'computed at run time' if axes is None else axes}, "
+                f"not its key axis {[labels.index(c) for c in form.m]}")
+    return None
+
+
+def _eps_problem(eps: float | None) -> str | None:
+    """Why LinearAttention cannot take `eps` (0 and none become EPS_WHEN_ABSENT); None when it can."""
+    if not eps:
+        return None
+    attr = attnx_node.LINEAR.attr("eps")
+    try:
+        attr.validate(attnx_node.LINEAR.name, eps)
+    except AttributeValueError:
+        return f"LinearAttention takes eps {attr.allowed()}; the graph adds {eps:g}"
+    return None
 
 
 def _normaliser(form: LinearForm) -> None:
+    """Read the division that follows Q·state, if any, into `form`."""
     consumers = form.product.output.outputs
     if len(consumers) != 1 or consumers[0].op != "Div" or consumers[0].inputs[0] is not form.product.output:
         return
     division, den = consumers[0], consumers[0].inputs[1]
-    eps = None
-    node = producer(den)
-    if node is not None and node.op == "Add":
-        for x, c in ((node.inputs[0], node.inputs[1]), (node.inputs[1], node.inputs[0])):
-            if scalar_constant(c) is not None:
-                den, eps = x, scalar_constant(c)
-                break
+    plus = plus_constant(den)
+    den, eps = (plus[0], scalar_constant(plus[1])) if plus is not None else (den, None)
     node = producer(den)
     if node is not None and node.op == "Unsqueeze":
         den = node.inputs[0]
     c = read_contraction(producer(den))
-    if c is None:
+    zs = [] if c is None else [z for q_side, z in c.orders() if q_side.tensor is form.q.tensor]
+    if not zs:
+        form.normaliser = f"the division by {division.inputs[1].name} is no q·z: it stays after an unnormalised node"
         return
-    for q_side, z_side in ((c.a, c.b), (c.b, c.a)):
-        if q_side.tensor is form.q.tensor and _key_sum(z_side.tensor, form.k, form.m, form.causal):
-            form.division, form.eps = division, eps
-            return
+    problems = [_key_sum_problem(z.tensor, form) for z in zs]
+    if None not in problems:
+        form.normaliser_ok = False
+        form.normaliser = f"the division by q·z that follows is not q·Σk: {problems[0]}"
+        return
+    eps_problem = _eps_problem(eps)
+    form.normaliser_ok = eps_problem is None
+    form.normaliser = (f"divided by q·Σk + {eps:g}" if eps else "divided by q·Σk") + (
+        "" if eps_problem is None else f": {eps_problem}")
+    if form.normaliser_ok:
+        form.division, form.eps = division, eps
 
 
 def _unify(p: Contraction, q: Operand, state: Operand, inner: Contraction, token_axis: int | None) -> LinearForm | None:
@@ -116,36 +151,31 @@ def _unify(p: Contraction, q: Operand, state: Operand, inner: Contraction, token
         return None
     (d,) = p.contracted
     k, v = (inner.a, inner.b) if d in inner.a.labels else (inner.b, inner.a)
+    summed = "".join(c for c in k.labels if c in inner.contracted)
+    e_labels = [c for c in v.labels if c not in k.labels]
     if causal:
-        if inner.contracted:
-            return None  # the causal state is an outer product per position
         n = m = state.labels[token_axis % len(state.labels)]
-        e_labels = [c for c in v.labels if c not in k.labels]
     else:
-        if len(inner.contracted) != 1:
-            return None
-        (m,) = inner.contracted
         only_q = [c for c in q.labels if c not in state.labels]
-        e_labels = [c for c in v.labels if c not in k.labels]
-        if len(only_q) != 1 or len(e_labels) != 1:
+        if len(only_q) != 1 or not summed:
             return None
-        n = only_q[0]
+        n, m = only_q[0], summed
+    if len(e_labels) != 1:
+        return None
     e = e_labels[0]
     batch = "".join(c for c in p.out if c not in (n, e))
-    want = {"q": set(batch + n + d), "k": set(batch + m + d), "v": set(batch + m + e), "y": set(batch + n + e)}
+    keys = set(summed) | set(m)
+    want = {"q": set(batch + n + d), "k": set(batch + d) | keys, "v": set(batch + e) | keys, "y": set(batch + n + e)}
     have = {"q": set(q.labels), "k": set(k.labels), "v": set(v.labels), "y": set(p.out)}
     if have != want:
         return None
-    return LinearForm(p, q, k, v, batch, n, m, d, e, causal)
+    return LinearForm(p, q, k, v, batch, n, m, d, e, causal, summed)
 
 
 def find_linear(graph: gs.Graph) -> list[LinearForm]:
     found = []
-    for node in graph.nodes:
-        p = read_contraction(node)
-        if p is None:
-            continue
-        for q, state in ((p.a, p.b), (p.b, p.a)):
+    for p in products(graph):
+        for q, state in p.orders():
             source = producer(state.tensor)
             causal = source is not None and source.op == "CumSum"
             inner = read_contraction(producer(source.inputs[0]) if causal else source)
@@ -162,27 +192,39 @@ def find_linear(graph: gs.Graph) -> list[LinearForm]:
     return found
 
 
+def _kv_contracts_keys(form: LinearForm) -> tuple[bool, str]:
+    """The `kv_contracts_keys` check: (ok, why)."""
+    axes = ("axis " if len(form.summed) == 1 else "axes ") + ", ".join(
+        str(form.k.labels.index(c)) for c in form.summed)
+    if form.causal:
+        return (not form.summed, "K⊗V is an outer product per position" if not form.summed else
+                f"the CumSum's K·V also sums over {axes} of k ({form.k.tensor.name}): "
+                "not an outer product per position")
+    ok = len(form.summed) == 1
+    return ok, ("K·V sums over the key axis alone" if ok else
+                f"K·V sums over {len(form.summed)} axes of k ({axes} of {form.k.tensor.name}); "
+                "LinearAttention sums over one key axis")
+
+
 class FuseLinearAttention(Pass):
     name = "fuse-linear-attention"
     summary = "Q(KᵀV) and the causal CumSum form, with feature map and normaliser → LinearAttention"
 
-    def find(self, graph: gs.Graph) -> list[Match]:
-        matches = []
-        for form in find_linear(graph):
-            match = Match(form.product.node.name, form)
-            if form.causal:
-                ok = not int_attr(form.cumsum, "exclusive", 0) and not int_attr(form.cumsum, "reverse", 0)
-                if not match.check("cumsum_over_tokens", ok, "an inclusive forward CumSum of K⊗V over the tokens"
-                                   if ok else "the CumSum is exclusive or reversed: not the causal prefix j ≤ i"):
-                    matches.append(match)
-                    continue
-            else:
-                match.check("kv_contracts_keys", True, "K·V sums over the key axis alone")
-            match.check("normaliser_matches", True, "divided by q·Σk" + (f" + {form.eps:g}" if form.eps else "")
-                        if form.division is not None else "no normaliser follows: an unnormalised node")
-            match.check("fits_linear_attention", *fits(form.batch, "LinearAttention"))
-            matches.append(match)
-        return matches
+    def candidates(self, graph: gs.Graph):
+        return ((form.product.node.name, (form,)) for form in find_linear(graph))
+
+    def checks(self, match: Match, graph: gs.Graph, form: LinearForm) -> None:
+        match.bound = form
+        if form.causal:
+            ok = _inclusive_forward(form.cumsum)
+            if not match.check("cumsum_over_tokens", ok, "an inclusive forward CumSum of K⊗V over the tokens"
+                               if ok else "the CumSum is exclusive or reversed: not the causal prefix j ≤ i"):
+                return
+        if not match.check("kv_contracts_keys", *_kv_contracts_keys(form)):
+            return
+        if not match.check("normaliser_matches", form.normaliser_ok, form.normaliser):
+            return
+        match.check("fits_linear_attention", *fits(form.batch, "LinearAttention"))
 
     def rewrite(self, graph: gs.Graph, match: Match) -> str:
         form: LinearForm = match.bound

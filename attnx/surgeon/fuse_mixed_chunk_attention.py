@@ -44,6 +44,7 @@ from attnx.surgeon.attnx_node import describe, emit_node
 from attnx.surgeon.evaluate import evaluate_cut, shape_only, values_at_lengths
 from attnx.surgeon.framework import Match, Pass
 from attnx.surgeon.graph import Emitter, constant_value, is_scalar_shaped, producer, take_over
+from attnx.surgeon.readers import other_input
 
 SPEC = get_spec("MixedChunkAttention")
 QUAD = get_spec("ReluSquaredAttention")
@@ -192,45 +193,53 @@ def _identify_across(graph, lin, leaves, v, lengths, causal: bool, g: int):
     return None
 
 
+def _chunk_size(quad: gs.Node, attrs: dict) -> tuple[int | None, str]:
+    """(g, why): the static chunk length of a ReluSquaredAttention over [B, C, g, S] with norm none
+    and g within the spec's `chunk_size`; g None when it is not one."""
+    shapes = [t.shape for t in quad.inputs[:3]]
+    g = shapes[0][2] if shapes[0] is not None and len(shapes[0]) == 4 else None
+    low, high = SPEC.attr("chunk_size").low, SPEC.attr("chunk_size").high
+    if (attrs["norm"] == "none" and all(s is not None and len(s) == 4 for s in shapes)
+            and isinstance(g, int) and low <= g <= high and all(s[2] == g for s in shapes)):
+        return g, f"relu² attention over chunks of {g}"
+    return None, (f"the ReluSquaredAttention has norm {attrs['norm']} and inputs "
+                  f"{', '.join(str(s) for s in shapes)}: not norm none over [B, C, g, S] with a static g "
+                  f"in {low:g}…{high:g}")
+
+
+def _across_found(found, kind: str) -> str | None:
+    """In words, what `_identify_across` found; None when it found nothing."""
+    if found is None:
+        return None
+    lq, lk, length, s = found
+    scaled = f"{s:.6g}" + ("" if length is None else f" {'/' if length[1] == 1 else '·'} {length[0].name}")
+    return f"linear attention over {kind} (lin_q {lq.name}, lin_k {lk.name}, scaled by {scaled})"
+
+
 class FuseMixedChunkAttention(Pass):
     name = "fuse-mixed-chunk-attention"
     summary = "ReluSquaredAttention in chunks + linear attention across chunks (FLASH) → MixedChunkAttention"
 
-    def find(self, graph: gs.Graph) -> list[Match]:
-        matches = []
+    def candidates(self, graph: gs.Graph):
         for node in graph.nodes:
-            if node.op != QUAD.name or node.domain != QUAD.domain:
-                continue
-            chain, add, reached = _fold_chain(node.outputs[0], graph)
-            if add is None:
-                continue  # no sum after the quadratic part: plain GAU attention
-            match = Match(add.name, None)
-            self._checks(match, graph, node, chain, add, reached)
-            matches.append(match)
-        return matches
+            if node.op == QUAD.name and node.domain == QUAD.domain:
+                chain, add, reached = _fold_chain(node.outputs[0], graph)
+                if add is not None:  # no sum after the quadratic part: plain GAU attention
+                    yield add.name, (node, chain, add, reached)
 
-    def _checks(self, match: Match, graph: gs.Graph, quad: gs.Node, chain, add: gs.Node, reached) -> None:
+    def checks(self, match: Match, graph: gs.Graph, quad: gs.Node, chain, add: gs.Node, reached) -> None:
         attrs = QUAD.resolve({k: v.decode() if isinstance(v, bytes) else v for k, v in quad.attrs.items()
                               if k in {a.name for a in QUAD.attributes}})
         qq, qk, v = quad.inputs[:3]
-        shapes = [t.shape for t in (qq, qk, v)]
-        g = shapes[0][2] if shapes[0] is not None and len(shapes[0]) == 4 else None
-        low, high = SPEC.attr("chunk_size").low, SPEC.attr("chunk_size").high
-        ok = (attrs["norm"] == "none" and all(s is not None and len(s) == 4 for s in shapes)
-              and isinstance(g, int) and low <= g <= high and all(s[2] == g for s in shapes))
-        if not match.check("quad_in_chunks", ok,
-                           f"relu² attention over chunks of {g}" if ok else
-                           f"the ReluSquaredAttention has norm {attrs['norm']} and inputs "
-                           f"{', '.join(str(s) for s in shapes)}: not norm none over [B, C, g, S] with a static g "
-                           f"in {low:g}…{high:g}"):
+        g, why = _chunk_size(quad, attrs)
+        if not match.check("quad_in_chunks", g is not None, why):
             return
         has_bias = len([t for t in quad.inputs if t is not None and t.name]) > 3
         if not match.check("quad_without_bias", not has_bias,
                            "no bias on the in-chunk scores" if not has_bias else
                            "the in-chunk relu² adds a bias to its scores; MixedChunkAttention takes none"):
             return
-        other = add.inputs[1] if add.inputs[0] is reached else add.inputs[0]
-        lin = _unfold(other, chain, graph)
+        lin = _unfold(other_input(add, reached), chain, graph)
         if not match.check("same_fold_both_sides", lin is not None,
                            f"{len(chain)} layout step(s) on both sides of the sum" if lin is not None else
                            f"the other side of {add.name} is not the same {len(chain)} layout step(s) "
@@ -259,15 +268,11 @@ class FuseMixedChunkAttention(Pass):
             found = _identify_across(graph, lin, leaves, v, lengths, not causal, g)
             causal = causal if found is None else not causal
         kind = "earlier chunks (an exclusive prefix)" if causal else "all chunks"
-        if found is None:
-            match.check("across_is_linear_part", False,
-                        f"evaluated on probes, {lin.name} is not the linear part of mixed chunk attention "
-                        f"({kind}) times a constant over at most one length")
+        what = _across_found(found, kind)
+        if not match.check("across_is_linear_part", found is not None,
+                           what or f"evaluated on probes, {lin.name} is not the linear part of mixed chunk attention "
+                           f"({kind}) times a constant over at most one length"):
             return
-        scaled = f"{found[3]:.6g}" + ("" if found[2] is None else
-                                      f" {'/' if found[2][1] == 1 else '·'} {found[2][0].name}")
-        what = f"linear attention over {kind} (lin_q {found[0].name}, lin_k {found[1].name}, scaled by {scaled})"
-        match.check("across_is_linear_part", True, what)
         lq, lk, length, s = found
         default = scales(1, causal=causal, chunk_size=g, quad_scale=0.0, lin_scale=0.0)[1] if causal else None
         lin_scale = 0.0 if length is None and default is not None and abs(s - default) <= 1e-6 * default else s

@@ -29,6 +29,8 @@ from attnx.surgeon.contraction import read_contraction
 from attnx.surgeon.evaluate import depends_only_on, evaluate_from, probe_for
 from attnx.surgeon.framework import Match, Pass
 from attnx.surgeon.graph import Emitter, constant_value, producer, scalar_constant, take_over
+from attnx.surgeon.readers import constant_factor, other_input
+from attnx.surgeon.shapes import fmt
 
 SPEC = get_spec("PerformerFeatures")
 # float32 evaluation of exp(·) against the float64 reference
@@ -62,14 +64,12 @@ def _projection(exp: gs.Node):
 
 def _raw_x(tensor: gs.Tensor) -> gs.Tensor:
     """x before scalar-constant scalings (x' = x · D^-¼ in the papers' code)."""
-    while True:
-        node = producer(tensor)
-        if node is None or node.op not in ("Mul", "Div") or len(node.inputs) != 2:
-            return tensor
+    while (node := producer(tensor)) is not None:
         data = [t for t in node.inputs if scalar_constant(t) is None]
-        if len(data) != 1 or (node.op == "Div" and node.inputs[0] is not data[0]):
-            return tensor
+        if len(data) != 1 or constant_factor(node, data[0]) is None:
+            break
         tensor = data[0]
+    return tensor
 
 
 def _features_out(exp: gs.Node) -> gs.Tensor:
@@ -77,10 +77,8 @@ def _features_out(exp: gs.Node) -> gs.Tensor:
     tensor = exp.outputs[0]
     while len(tensor.outputs) == 1:
         node = tensor.outputs[0]
-        if node.op not in ("Add", "Mul", "Div") or len(node.inputs) != 2:
-            break
-        other = node.inputs[1] if node.inputs[0] is tensor else node.inputs[0]
-        if scalar_constant(other) is None or (node.op == "Div" and node.inputs[0] is not tensor):
+        plus = node.op == "Add" and len(node.inputs) == 2 and scalar_constant(other_input(node, tensor)) is not None
+        if not plus and constant_factor(node, tensor) is None:
             break
         tensor = node.outputs[0]
     return tensor
@@ -120,30 +118,32 @@ class FusePerformerFeatures(Pass):
     name = "fuse-performer-features"
     summary = "FAVOR+ exp(Wx − ‖x‖²/2 − c)/√m + eps → PerformerFeatures"
 
-    def find(self, graph: gs.Graph) -> list[Match]:
-        matches = []
-        for node in list(graph.nodes):
-            if node.op != "Exp":
-                continue
-            found = _projection(node)
-            if found is None:
-                continue  # an exp with no random projection in its argument: softmax written out
-            match = Match(node.name, None)
-            self._checks(match, graph, node, *found)
-            matches.append(match)
-        return matches
+    def candidates(self, graph: gs.Graph):
+        for node in graph.nodes:
+            # an exp with no random projection in its argument: softmax written out
+            if node.op == "Exp" and (found := _projection(node)) is not None:
+                yield node.name, (node, *found)
 
-    def _checks(self, match: Match, graph: gs.Graph, exp: gs.Node, contraction, w, x_scaled) -> None:
-        if not match.check("constant_projection", w.shape[1] == (x_scaled.tensor.shape or [None])[-1],
-                           f"W [{w.shape[0]}, {w.shape[1]}] contracted with x over its last axis"):
+    def checks(self, match: Match, graph: gs.Graph, exp: gs.Node, contraction, w, x_scaled) -> None:
+        x_features = (x_scaled.tensor.shape or [None])[-1]
+        if not match.check("constant_projection", w.shape[1] == x_features,
+                           f"W [{w.shape[0]}, {w.shape[1]}] contracted with x over its last axis"
+                           if w.shape[1] == x_features else
+                           f"W [{w.shape[0]}, {w.shape[1]}] is contracted over its axis of {w.shape[1]}; "
+                           f"x's last axis is {fmt(x_features)}"):
             return
         x, out = _raw_x(x_scaled.tensor), _features_out(exp)
-        if not match.check("features_of_x_only", depends_only_on(out, x, graph),
+        of_x = depends_only_on(out, x, graph)
+        if not match.check("features_of_x_only", of_x,
+                           "the features read graph inputs only through x" if of_x else
                            "the features read graph inputs other than through x"):
             return
         r = len(x.shape or [])
-        if not match.check("fits_performer_features", r in (3, 4) and isinstance(x.shape[-1], int),
-                           f"x of rank {r}; PerformerFeatures takes [B, H, N, D] or [B, N, D]"):
+        fits_op = r in (3, 4) and isinstance(x.shape[-1], int)
+        if not match.check("fits_performer_features", fits_op,
+                           f"x of rank {r} with D = {x.shape[-1]}" if fits_op else
+                           f"x of rank {r} with D = {fmt((x.shape or [None])[-1])}; PerformerFeatures takes "
+                           "[B, H, N, D] or [B, N, D] with a static D"):
             return
         probe = probe_for(x)
         got = evaluate_from(graph, x, out, probe)

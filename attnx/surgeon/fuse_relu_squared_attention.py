@@ -32,22 +32,17 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from attnx.ops import get_spec
-from attnx.surgeon.attention_pattern import QuadraticAttention, check_scores_not_reused, quadratic_matches
+from attnx.surgeon.attention_pattern import QuadraticAttention, check_scores_not_reused, quadratic_candidates
 from attnx.surgeon.attnx_node import emit_attention_node
 from attnx.surgeon.contraction import Operand
 from attnx.surgeon.framework import Match, Pass
-from attnx.surgeon.graph import Emitter, is_scalar_shaped, rank, scalar_constant
+from attnx.surgeon.graph import Emitter, scalar_constant
 from attnx.surgeon.layout import fits
 from attnx.surgeon.lengths import shape_axis
-from attnx.surgeon.masks import LOWER, STRICT_UPPER, triangle, trilu_offset
+from attnx.surgeon.readers import NEG_INF_FILL, ZERO_FILL, causal_mask, constant_factor, other_input, scalar_operand
 from attnx.surgeon.shapes import fmt
 
 SPEC = get_spec("ReluSquaredAttention")
-MASK_FILL_MAX = -1e9  # a fill before the Relu this negative becomes 0, as 0 itself does
-
-
-def _other(step: gs.Node, data: gs.Tensor) -> gs.Tensor:
-    return step.inputs[1] if step.inputs[0] is data else step.inputs[0]
 
 
 def _is_square(step: gs.Node, data: gs.Tensor) -> bool:
@@ -58,37 +53,10 @@ def _is_square(step: gs.Node, data: gs.Tensor) -> bool:
     return step.op == "Mul" and step.inputs[0] is data and step.inputs[1] is data
 
 
-def _constant_factor(step: gs.Node, data: gs.Tensor) -> float | None:
-    """The positive constant f of data·f, f·data or data/c (f = 1/c)."""
-    if step.op not in ("Mul", "Div") or (step.op == "Div" and step.inputs[0] is not data):
-        return None
-    value = scalar_constant(_other(step, data))
-    if value is None or value <= 0:
-        return None
-    return value if step.op == "Mul" else 1.0 / value
-
-
 def _length_division(step: gs.Node, data: gs.Tensor):
     """The symbolic length L of data / L with L read from a shape; None otherwise."""
-    if step.op != "Div" or step.inputs[0] is not data or not is_scalar_shaped(step.inputs[1]):
-        return None
-    return shape_axis(step.inputs[1])
-
-
-def _causal(step: gs.Node, data: gs.Tensor, before_relu: bool) -> bool | None:
-    """True for a causal mask step, False for another mask, None when the step is no mask."""
-    if step.op == "Trilu":
-        return not int(step.attrs.get("upper", 1)) and trilu_offset(step) == 0
-    if step.op == "Where" and data in step.inputs[1:]:
-        fill = scalar_constant(_other_where(step, data))
-        if fill is None or not (fill == 0.0 or (before_relu and fill <= MASK_FILL_MAX)):
-            return None
-        return triangle(step.inputs[0]) == (LOWER if step.inputs[1] is data else STRICT_UPPER)
-    if step.op == "Mul":
-        other = _other(step, data)
-        if (rank(other) or 0) >= 2 and not is_scalar_shaped(other):
-            return triangle(other) == LOWER
-    return None
+    s = scalar_operand(step, data) if step.op == "Div" else None
+    return None if s is None else shape_axis(s)
 
 
 def _bias_problem(other: gs.Tensor, data: gs.Tensor) -> str | None:
@@ -103,19 +71,15 @@ def _bias_problem(other: gs.Tensor, data: gs.Tensor) -> str | None:
     return None
 
 
-def _other_where(step: gs.Node, data: gs.Tensor) -> gs.Tensor:
-    return step.inputs[2] if step.inputs[1] is data else step.inputs[1]
-
-
 class FuseReluSquaredAttention(Pass):
     name = "fuse-relu-squared-attention"
     summary = "relu(s·QKᵀ [/L])² [/L] [causal]·V (GAU) → ReluSquaredAttention"
 
-    def find(self, graph: gs.Graph) -> list[Match]:
+    def candidates(self, graph: gs.Graph):
         # no relu: softmax or linear attention, other passes' business
-        return quadratic_matches(graph, lambda att: any(s.op == "Relu" for s in att.steps), self._checks)
+        return quadratic_candidates(graph, lambda att: any(s.op == "Relu" for s in att.steps))
 
-    def _checks(self, match: Match, att: QuadraticAttention) -> None:
+    def checks(self, match: Match, graph: gs.Graph, att: QuadraticAttention) -> None:
         relus = [i for i, s in enumerate(att.steps) if s.op == "Relu"]
         squared = (len(relus) == 1 and relus[0] + 1 < len(att.steps)
                    and _is_square(att.steps[relus[0] + 1], att.steps[relus[0]].outputs[0]))
@@ -132,13 +96,13 @@ class FuseReluSquaredAttention(Pass):
         r = relus[0]
         scale, post, length, placement, causal, problems = 1.0, 1.0, None, None, None, []
         bias, bias_factor, bias_problem = None, 1.0, None
-        tensor = att.scores.output
-        for i, step in enumerate(att.steps):
+        for i, (step, tensor) in enumerate(att.step_inputs()):
             if i in (r, r + 1):
-                tensor = step.outputs[0]
                 continue
             before = i < r
-            if (f := _constant_factor(step, tensor)) is not None:
+            # a fill this negative before the Relu becomes 0 there, as 0 itself does
+            fills = {ZERO_FILL, NEG_INF_FILL} if before else {ZERO_FILL}
+            if (f := constant_factor(step, tensor)) is not None and f > 0:
                 if before:
                     scale *= f
                     bias_factor *= f if bias is not None else 1.0
@@ -146,16 +110,15 @@ class FuseReluSquaredAttention(Pass):
                     post *= f
             elif (dim := _length_division(step, tensor)) is not None and length is None:
                 length, placement = dim, "inside" if before else "outside"
-            elif (mask := _causal(step, tensor, before)) is not None and causal is None:
+            elif (mask := causal_mask(step, tensor, fills)) is not None and causal is None:
                 causal = mask
             elif step.op == "Add" and before and bias is None and tensor in step.inputs:
-                bias = _other(step, tensor)
+                bias = other_input(step, tensor)
                 bias_problem = bias_problem or _bias_problem(bias, tensor)
                 if length is not None or causal is not None:
                     bias_problem = bias_problem or "the bias is added after a length division or a mask"
             else:
                 problems.append(step.op)
-            tensor = step.outputs[0]
         if not match.check("steps_scale_norm_mask", not problems,
                            f"{', '.join(problems)} is neither a constant scale, a length division from a shape, "
                            f"a causal mask nor a bias before the Relu" if problems

@@ -56,6 +56,20 @@ def _descends_from(tensor: gs.Tensor, ancestor: gs.Tensor) -> bool:
     return False
 
 
+def _rope_terms(add: gs.Node):
+    """(x, cos, r, sin) for add = x·cos + r·sin with r computed from x (either product first,
+    either factor of each); None otherwise."""
+    muls = [producer(t) for t in add.inputs]
+    if any(m is None or m.op != "Mul" for m in muls):
+        return None
+    for first, second in ((muls[0], muls[1]), (muls[1], muls[0])):
+        for x, cos in ((first.inputs[0], first.inputs[1]), (first.inputs[1], first.inputs[0])):
+            for r, sin in ((second.inputs[0], second.inputs[1]), (second.inputs[1], second.inputs[0])):
+                if r is not x and _descends_from(r, x):
+                    return x, cos, r, sin
+    return None
+
+
 def _rotation(graph: gs.Graph, x: gs.Tensor, r: gs.Tensor) -> str | None:
     """'half', 'interleaved' or None: r evaluated as a function of x alone on a probe input.
 
@@ -130,34 +144,20 @@ class FuseRotary(Pass):
     summary = "x·cos + rotate(x)·sin → ONNX RotaryEmbedding (opset 23)"
     min_opset = ROTARY_OPSET
 
-    def find(self, graph: gs.Graph) -> list[Match]:
-        matches = []
-        for node in list(graph.nodes):
-            if node.op != "Add":
-                continue
-            muls = [producer(t) for t in node.inputs]
-            if any(m is None or m.op != "Mul" for m in muls):
-                continue
-            found = None
-            for first, second in ((muls[0], muls[1]), (muls[1], muls[0])):
-                for x, cos in ((first.inputs[0], first.inputs[1]), (first.inputs[1], first.inputs[0])):
-                    for r, sin in ((second.inputs[0], second.inputs[1]), (second.inputs[1], second.inputs[0])):
-                        if found is None and r is not x and _descends_from(r, x):
-                            found = (x, cos, r, sin)
-            if found is None:
-                continue
-            match = Match(node.name, None)
-            self._checks(match, graph, node, *found)
-            matches.append(match)
-        return matches
+    def candidates(self, graph: gs.Graph):
+        for node in graph.nodes:
+            if node.op == "Add" and (found := _rope_terms(node)) is not None:
+                yield node.name, (node, *found)
 
-    def _checks(self, match: Match, graph: gs.Graph, add: gs.Node, x, cos, r, sin) -> None:
+    def checks(self, match: Match, graph: gs.Graph, add: gs.Node, x, cos, r, sin) -> None:
         kind = _rotation(graph, x, r)
         if not match.check("rotation_of_x", kind is not None,
                            f"{kind} rotation of x" if kind else
                            "the term multiplied by sin is not rotate-half or the interleaved rotation of x"):
             return
-        if not match.check("cos_sin_from_lengths", shape_only(cos, graph) and shape_only(sin, graph),
+        tables = shape_only(cos, graph) and shape_only(sin, graph)
+        if not match.check("cos_sin_from_lengths", tables,
+                           "cos and sin depend on the graph inputs' lengths only" if tables else
                            "cos and sin depend on graph inputs' values (e.g. position ids); not a fixed table"):
             return
         d = x.shape[-1]

@@ -26,17 +26,20 @@ import torch
 
 from attnx.ops import get_spec
 from attnx.ops.sparse_attention import allowed
-from attnx.surgeon.attention_pattern import QuadraticAttention, check_scores_not_reused, quadratic_matches
+from attnx.surgeon.attention_pattern import (QuadraticAttention, check_scores_not_reused, find_quadratic,
+                                             softmax_over_keys)
 from attnx.surgeon.attnx_node import emit_attention_node
 from attnx.surgeon.evaluate import shape_only, values_at_lengths
 from attnx.surgeon.framework import Match, Pass
-from attnx.surgeon.fuse_softmax_attention import MASK_FILL_MAX, _scale_factor
-from attnx.surgeon.graph import Emitter, scalar_constant
+from attnx.surgeon.graph import Emitter
 from attnx.surgeon.layout import fits
-from attnx.surgeon.masks import triangle
+from attnx.surgeon.readers import (MASK_FILL_MAX, NEG_INF_FILL, constant_factor, fill_kind, other_input, triangle,
+                                   where_mask)
 from attnx.surgeon.shapes import fmt
 
 SPEC = get_spec("SparseAttention")
+# what `allowed` takes besides a candidate's own parameters: the spec's defaults
+PATTERN_DEFAULTS = {name: value for name, value in SPEC.resolve({}).items() if name != "scale"}
 # lengths at which the mask is evaluated: long enough to tell every parameter below apart
 EVAL_LENGTHS = (1, 5, 37, 150)
 MAX_PARAM = 64
@@ -57,13 +60,12 @@ def _candidates():
 
 def identify_sparse(keeps: list[np.ndarray], lengths=EVAL_LENGTHS) -> dict | None:
     """The SparseAttention attributes whose `allowed` equals every boolean [n, n] mask; None if none does."""
-    defaults = {"window": 16, "dilation": 2, "stride": 16, "block": 64}
     grids = [(torch.arange(n)[:, None], torch.arange(n)[None, :]) for n in lengths]
     wanted = [torch.from_numpy(k) for k in keeps]
     if bool(wanted[-1].all()):
         return None  # full attention is no sparse pattern
     for cand in _candidates():
-        attrs = {**defaults, **cand}
+        attrs = {**PATTERN_DEFAULTS, **cand}
         if all(torch.equal(allowed(i, j, **attrs), want) for (i, j), want in zip(grids, wanted)):
             return attrs
     return None
@@ -71,14 +73,14 @@ def identify_sparse(keeps: list[np.ndarray], lengths=EVAL_LENGTHS) -> dict | Non
 
 def _mask_of(step: gs.Node, data: gs.Tensor) -> tuple[gs.Tensor, str] | None:
     """(mask tensor, how to read it) for Where(m, S, -inf), Where(m, -inf, S) or S + bias."""
-    if step.op == "Where" and data in step.inputs[1:]:
-        fill = step.inputs[2] if step.inputs[1] is data else step.inputs[1]
-        value = scalar_constant(fill)
-        if value is None or value > MASK_FILL_MAX:
+    if step.op == "Where":
+        found = where_mask(step, data)
+        if found is None or fill_kind(found[2]) != NEG_INF_FILL:
             return None
-        return step.inputs[0], "keep_true" if step.inputs[1] is data else "keep_false"
+        mask, keep_true, _ = found
+        return mask, "keep_true" if keep_true else "keep_false"
     if step.op == "Add":
-        bias = step.inputs[1] if step.inputs[0] is data else step.inputs[0]
+        bias = other_input(step, data)
         if bias.shape is not None and len(bias.shape) >= 2:
             return bias, "bias"
     return None
@@ -103,11 +105,7 @@ def _one_mask(att: QuadraticAttention):
     """(mask step, (mask, how)) of a softmax attention with exactly one mask, not a causal triangle; else None."""
     if not att.steps or att.steps[-1].op != "Softmax":
         return None
-    tensor, masks = att.scores.output, []
-    for step in att.steps[:-1]:
-        if (m := _mask_of(step, tensor)) is not None:
-            masks.append((step, m))
-        tensor = step.outputs[0]
+    masks = [(step, m) for step, tensor in att.step_inputs()[:-1] if (m := _mask_of(step, tensor)) is not None]
     if len(masks) != 1 or triangle(masks[0][1][0]) is not None:
         return None
     return masks[0]
@@ -117,31 +115,31 @@ class FuseSparseAttention(Pass):
     name = "fuse-sparse-attention"
     summary = "softmax(s·QKᵀ masked to a local/dilated/strided/block key set)·V → SparseAttention"
 
-    def find(self, graph: gs.Graph) -> list[Match]:
+    def candidates(self, graph: gs.Graph):
         # unmasked, several masks, or a causal triangle: fuse-softmax-attention's
-        return quadratic_matches(graph, lambda att: _one_mask(att) is not None,
-                                 lambda match, att: self._checks(match, att, graph, _one_mask(att)))
+        for att in find_quadratic(graph):
+            if (masked := _one_mask(att)) is not None:
+                yield att.product.node.name, (att, masked)
 
-    def _checks(self, match: Match, att: QuadraticAttention, graph: gs.Graph, masked) -> None:
-        softmax = att.steps[-1]
-        axis = int(softmax.attrs.get("axis", -1)) % len(att.a.labels)
-        if not match.check("softmax_over_keys", att.a.labels[axis] == att.m, f"Softmax over axis {axis}"):
+    def checks(self, match: Match, graph: gs.Graph, att: QuadraticAttention, masked) -> None:
+        if not softmax_over_keys(match, att):
             return
         mask_step, (mask, how) = masked
-        scale, other, tensor = 1.0, [], att.scores.output
-        for step in att.steps[:-1]:
+        scale, other = 1.0, []
+        for step, tensor in att.step_inputs()[:-1]:
             if step is not mask_step:
-                factor = _scale_factor(step, tensor)
+                factor = constant_factor(step, tensor)
                 if factor is None:
                     other.append(step.op)
                 else:
                     scale *= factor
-            tensor = step.outputs[0]
         if not match.check("steps_scale_mask", not other,
                            f"{', '.join(other)} before the Softmax is neither a constant scale nor the mask"
                            if other else "constant scales and one mask before the Softmax"):
             return
-        if not match.check("mask_from_lengths", shape_only(mask, graph),
+        from_lengths = shape_only(mask, graph)
+        if not match.check("mask_from_lengths", from_lengths,
+                           "the mask depends on the graph inputs' lengths only" if from_lengths else
                            "the mask depends on graph inputs' values, not only on their lengths"):
             return
         square = att.dim(att.n) == att.dim(att.m) and att.dim(att.n) is not None

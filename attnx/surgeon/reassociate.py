@@ -20,76 +20,48 @@ from __future__ import annotations
 import onnx_graphsurgeon as gs
 
 from attnx.surgeon import attnx_node
-from attnx.surgeon.attention_pattern import QuadraticAttention, check_scores_not_reused, quadratic_matches, reduce_axes
-from attnx.surgeon.feature_maps import shared_feature_map
+from attnx.surgeon.attention_pattern import (QuadraticAttention, check_scores_not_reused, quadratic_candidates,
+                                             reduce_axes)
 from attnx.surgeon.framework import Match, Pass
-from attnx.surgeon.graph import Emitter, is_scalar_shaped, rank, scalar_constant, take_over
+from attnx.surgeon.graph import Emitter, rank, scalar_constant, take_over
 from attnx.surgeon.layout import fits
-from attnx.surgeon.masks import LOWER, STRICT_UPPER, triangle, trilu_offset
+from attnx.surgeon.readers import ZERO_FILL, causal_mask, scalar_operand, shared_feature_map
 from attnx.surgeon.shapes import fmt, reassociation_gain
-
-
-def _scale(step: gs.Node, data: gs.Tensor) -> gs.Tensor | None:
-    """The scalar operand of `data * s`, `s * data` or `data / s`."""
-    if step.op not in ("Mul", "Div") or len(step.inputs) != 2:
-        return None
-    other = step.inputs[1] if step.inputs[0] is data else step.inputs[0]
-    if step.op == "Div" and step.inputs[0] is not data:
-        return None  # s / A does not commute with ·V
-    return other if is_scalar_shaped(other) else None
-
-
-def _is_causal_mask(step: gs.Node, data: gs.Tensor) -> bool | None:
-    """True for a causal mask step, False for another mask, None when the step is no mask."""
-    if step.op == "Trilu":
-        return not int(step.attrs.get("upper", 1)) and trilu_offset(step) == 0
-    if step.op == "Where":
-        mask, zero = step.inputs[0], next(t for t in step.inputs[1:] if t is not data)
-        if scalar_constant(zero) != 0.0:
-            return None
-        kept_where_true = step.inputs[1] is data
-        return triangle(mask) == (LOWER if kept_where_true else STRICT_UPPER)
-    if step.op == "Mul":
-        other = step.inputs[1] if step.inputs[0] is data else step.inputs[0]
-        if (rank(other) or 0) >= 2 and not is_scalar_shaped(other):
-            return triangle(other) == LOWER
-    return None
 
 
 def _classify(att: QuadraticAttention) -> tuple[list, list, bool, list[str]]:
     """(scales, masks, causal, problems) of the steps between the products."""
     scales, masks, problems = [], [], []
-    tensor = att.scores.output
-    for step in att.steps:
+    for step, tensor in att.step_inputs():
         if att.row_sum is not None and att.row_sum.before_product and step is att.row_sum.division:
             pass
         elif step.op == "Softmax":
             problems.append("softmax")
-        elif _scale(step, tensor) is not None:
-            scales.append((step, _scale(step, tensor)))
-        elif (mask := _is_causal_mask(step, tensor)) is not None:
+        elif (s := scalar_operand(step, tensor)) is not None:  # a dynamic scale (1/n) commutes too
+            scales.append((step, s))
+        elif (mask := causal_mask(step, tensor, {ZERO_FILL})) is not None:
             masks.append((step, mask))
         else:
             problems.append(step.op)
-        tensor = step.outputs[0]
     return scales, masks, bool(masks), problems
 
 
-def _row_sum_axis_ok(att: QuadraticAttention) -> bool:
+def _row_sum_axes(att: QuadraticAttention) -> tuple[list[int] | None, int]:
+    """(the axes the row-sum normaliser reduces, the key axis of A)."""
     rs = att.row_sum
     r = rank(rs.reduce.inputs[0]) or len(att.a.labels)
-    return reduce_axes(rs.reduce, r) == [att.a.labels.index(att.m)]
+    return reduce_axes(rs.reduce, r), att.a.labels.index(att.m)
 
 
 class Reassociate(Pass):
     name = "reassociate"
     summary = "(QKᵀ)V → Q(KᵀV) for softmax-free attention; causal → LinearAttention"
 
-    def find(self, graph: gs.Graph) -> list[Match]:
+    def candidates(self, graph: gs.Graph):
         # a first product that contracts a dynamic axis is KᵀV, not QKᵀ
-        return quadratic_matches(graph, lambda att: isinstance(att.dim(att.d), int), self._checks)
+        return quadratic_candidates(graph, lambda att: isinstance(att.dim(att.d), int))
 
-    def _checks(self, match: Match, att: QuadraticAttention) -> None:
+    def checks(self, match: Match, graph: gs.Graph, att: QuadraticAttention) -> None:
         scales, masks, causal, problems = _classify(att)
         match.bound = (att, scales, causal)
         if not match.check("softmax_free", "softmax" not in problems,
@@ -100,9 +72,13 @@ class Reassociate(Pass):
                            f"{', '.join(problems)} between the products does not commute with ·V" if problems
                            else "steps are scalar scales, causal masks or the row-sum normaliser"):
             return
-        if att.row_sum is not None and not match.check(
-                "row_sum_over_keys", _row_sum_axis_ok(att), "the normaliser sums A over its key axis"):
-            return
+        if att.row_sum is not None:
+            axes, key = _row_sum_axes(att)
+            if not match.check("row_sum_over_keys", axes == [key],
+                               "the normaliser sums A over its key axis" if axes == [key] else
+                               f"the normaliser sums A over axes {axes if axes is not None else 'computed at run time'}"
+                               f"; its key axis is {key}"):
+                return
         if causal:
             same_len = att.dim(att.n) == att.dim(att.m) and att.dim(att.n) is not None
             axes_ok = att.a.labels[-2:] == att.n + att.m
@@ -136,7 +112,8 @@ class Reassociate(Pass):
         norm = ("no normaliser" if eps is None else
                 f"row sum → q·Σk (eps {eps:g}{', none in the graph' if att.row_sum.eps is None else ''})")
         if causal:
-            fm, q_in, k_in = ("identity", q.tensor, att.k.tensor) if scales else shared_feature_map(q.tensor, att.k.tensor)
+            fm, q_in, k_in = (("identity", q.tensor, att.k.tensor) if scales
+                              else shared_feature_map(q.tensor, att.k.tensor))
             attrs = {"causal": True, "feature_map": fm, "normalize": eps is not None}
             if eps is not None:
                 attrs["eps"] = eps
