@@ -10,10 +10,13 @@ file style (`LinearAttention` → `linearAttention`):
   (enumerators in the order of `choices`), the spec's limits as constexpr members, and
   `firstInvalid()`/`valid()`: the one check of those limits, run by the plugin's createPlugin and by
   the kernel's C entry point alike.
-- `<op>Fields.h`: `struct <Op>Fields` with the plugin's name, version and namespace, its default
-  `FieldSet` (the fields as TensorRT's ONNX parser passes them: bool and int → int32, float →
-  float32, str → char) and `parse` from fields into `<Op>Params`, which logs the first field the spec
-  does not allow with its value and what was expected.
+- `<op>Fields.h`: `struct <Op>Io`, the plugin's tensors in the spec's order (an enum of input and one
+  of output positions named after the tensors, `q` → `kQ`, the input names, the counts of all and of
+  required inputs and of outputs, which tensors are float32 whatever the I/O type, and the I/O in
+  words for errors), and `struct <Op>Fields` with the plugin's name, version and namespace, its `Io`,
+  its default `FieldSet` (the fields as TensorRT's ONNX parser passes them: bool and int → int32,
+  float → float32, str → char) and `parse` from fields into `<Op>Params`, which logs the first field
+  the spec does not allow with its value and what was expected.
 
 CMake runs `python -m attnx.plugins.codegen --out <build>/attnx_generated` when it configures
 (`attnx plugins build` configures every time, and CMake configures again when a spec changes); the
@@ -229,15 +232,109 @@ def params_header(spec) -> str:
     return "\n".join(lines)
 
 
+# the members of <Op>Io besides the positions; a tensor's enumerator must differ from them
+_IO_MEMBERS = ("kNbInputs", "kNbRequiredInputs", "kNbOutputs", "kInputNames", "kInputIsFloat32", "kOutputIsFloat32",
+               "kText")
+
+
+def enumerator(tensor) -> str:
+    """The C++ enumerator of a tensor's position: q → kQ, state_s_out → kStateSOut."""
+    return "k" + _pascal(tensor.name)
+
+
+def required_inputs(spec) -> int:
+    """How many inputs the op cannot do without: those before the first optional one."""
+    return next((i for i, t in enumerate(spec.inputs) if t.optional), len(spec.inputs))
+
+
+def _counted(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
+def io_text(spec) -> str:
+    """The plugin's I/O in words, for its errors: "3 or 4 inputs (q, k, v[, bias]) and 1 output (y)". Every
+    output is there, optional or not: a plugin has a fixed number of them."""
+    names = [t.name for t in spec.inputs]
+    required = required_inputs(spec)
+    listed = ", ".join(names[:required])
+    if required < len(names):
+        listed += ("[, " if required else "[") + ", ".join(names[required:]) + "]"
+        many = f"{required} {'or' if len(names) == required + 1 else 'to'} {len(names)} inputs"
+    else:
+        many = _counted(len(names), "input")
+    outputs = ", ".join(t.name for t in spec.outputs)
+    return f"{many} ({listed}) and {_counted(len(spec.outputs), 'output')} ({outputs})"
+
+
+def _check_io(spec) -> None:
+    where = spec.name
+    if not spec.inputs or not spec.outputs:
+        raise CodegenError(f"{where}: {len(spec.inputs)} inputs and {len(spec.outputs)} outputs; expected at least one "
+                           "of each")
+    late = [t.name for t in spec.inputs[required_inputs(spec):] if not t.optional]
+    if late:
+        raise CodegenError(f"{where}: required inputs {late} after an optional one; expected the optional inputs last, "
+                           "since a plugin's inputs are positional")
+    for kind, tensor in (("input", spec.inputs[0]), ("output", spec.outputs[0])):
+        if tensor.float32_only:
+            raise CodegenError(f"{where}: first {kind} '{tensor.name}' is float32_only; expected it in the I/O type, "
+                               "which the plugin takes from the first input and gives the first output")
+    tensors = [*spec.inputs, *spec.outputs]
+    odd = [t.name for t in tensors if not _CHOICE.match(t.name)]
+    if odd:
+        raise CodegenError(f"{where}: tensor names {odd}; expected lower-case identifiers ([a-z][a-z0-9_]*)")
+    enumerators = [enumerator(t) for t in tensors]
+    clashes = sorted({e for e in enumerators if enumerators.count(e) > 1 or e in _IO_MEMBERS})
+    if clashes:
+        raise CodegenError(f"{where}: tensors {[t.name for t in tensors]} give the enumerators {enumerators}, "
+                           f"of which {clashes} repeat or clash with {spec.name}Io's members {list(_IO_MEMBERS)}; "
+                           "expected distinct names")
+
+
+def _positions(kind: str, tensors) -> list[str]:
+    lines = [f"    enum {kind} : int32_t", "    {"]
+    width = max(len(f"{enumerator(t)} = {i},") for i, t in enumerate(tensors))
+    for i, t in enumerate(tensors):
+        # an output is never optional to the plugin, whatever the op says
+        notes = ", ".join(["optional"] * (t.optional and kind == "Input") + ["float32"] * t.float32_only)
+        lines.append(f"        {f'{enumerator(t)} = {i},':<{width}} // {t.name} {t.shape}"
+                     f"{', ' + notes if notes else ''}: {_doc(t.doc)}")
+    return lines + ["    };"]
+
+
+def _flags(tensors) -> str:
+    return "{" + ", ".join("true" if t.float32_only else "false" for t in tensors) + "}"
+
+
+def io_struct(spec) -> list[str]:
+    """`struct <Op>Io`: the plugin's tensors, their positions, names and counts, from the spec."""
+    _check_io(spec)
+    names = ", ".join(_c_string(t.name) for t in spec.inputs)
+    return [f"// {spec.name}'s tensors in the spec's order. The plugin takes the required inputs and then the",
+            "// optional ones in order, and always gives every output: TensorRT's ONNX parser wants all of them",
+            "// named on the node (--target trt names them and leaves unused ones).",
+            f"struct {spec.name}Io", "{", *_positions("Input", spec.inputs), "", *_positions("Output", spec.outputs),
+            "", f"    static constexpr int32_t kNbInputs = {len(spec.inputs)};",
+            f"    static constexpr int32_t kNbRequiredInputs = {required_inputs(spec)};",
+            f"    static constexpr int32_t kNbOutputs = {len(spec.outputs)};",
+            f"    static constexpr char const* kInputNames[kNbInputs] = {{{names}}};",
+            "    // float32 whatever the I/O type (recurrent states); the others share the first input's type",
+            f"    static constexpr bool kInputIsFloat32[kNbInputs] = {_flags(spec.inputs)};",
+            f"    static constexpr bool kOutputIsFloat32[kNbOutputs] = {_flags(spec.outputs)};",
+            "    // for the error on a wrong count", f"    static constexpr char const* kText = {_c_string(io_text(spec))};",
+            "};", ""]
+
+
 def fields_header(spec) -> str:
-    """`<op>Fields.h`: the plugin's identity, its default fields and their parse into `<Op>Params`."""
+    """`<op>Fields.h`: the plugin's I/O and identity, its default fields and their parse into `<Op>Params`."""
     fields = _fields(spec)
     stem = file_stem(spec)
-    lines = _banner(spec, f"// The {spec.plugin.name} plugin's name, version, namespace and fields: the spec's attributes as\n"
-                          "// TensorRT's ONNX parser passes them (bool and int → int32, float → float32, str → char),\n"
-                          f"// read into {spec.name}Params.")
+    lines = _banner(spec, f"// The {spec.plugin.name} plugin's tensors (positions, names, counts), name, version, namespace and\n"
+                          "// fields: the spec's attributes as TensorRT's ONNX parser passes them (bool and int → int32,\n"
+                          f"// float → float32, str → char), read into {spec.name}Params.")
     lines += [f'#include "{GENERATED_DIR}/{stem}Params.h"', '#include "pluginCommon.h"', "", "namespace attnx", "{",
-              "", f"struct {spec.name}Fields", "{", f"    using Params = {spec.name}Params;", "",
+              "", *io_struct(spec), f"struct {spec.name}Fields", "{", f"    using Params = {spec.name}Params;",
+              f"    using Io = {spec.name}Io;", "",
               f"    static constexpr char const* kName = {_c_string(spec.plugin.name)};",
               f"    static constexpr char const* kVersion = {_c_string(spec.plugin.version)};",
               f"    static constexpr char const* kNamespace = {_c_string(spec.plugin.namespace)};", "",

@@ -1,7 +1,7 @@
-"""The plugins' C++ field layer is generated from the op registry (attnx/plugins/codegen.py): the headers
-both builds used are what the generator writes from the specs now, they carry every attribute's type,
-default, limits and choices in the spec's order, hand-written C++ restates none of them, and the fields
-tables of docs/plugins.md are the generator's.
+"""The plugins' C++ field and I/O layer is generated from the op registry (attnx/plugins/codegen.py): the
+headers both builds used are what the generator writes from the specs now, they carry every attribute's
+type, default, limits and choices and every tensor's position, name and float32-ness in the spec's order,
+hand-written C++ restates none of them, and the fields tables of docs/plugins.md are the generator's.
 """
 
 from __future__ import annotations
@@ -96,6 +96,62 @@ def test_fields_header_reads_every_field_of_the_spec(op):
             assert f"'{choice}'" in words, (a.name, words)
 
 
+@pytest.mark.parametrize("op", PLUGIN_OPS)
+def test_io_struct_carries_the_spec(op):
+    """Input and output positions named after the spec's tensors in its order, the input names, the counts
+    (required: the inputs before the first optional one), the float32-only flags and the I/O in words."""
+    spec = REGISTRY[op]
+    text = codegen.fields_header(spec)
+    io = re.search(rf"^struct {op}Io\n\{{\n(.*?)^\}};$", text, re.M | re.S).group(1)
+    assert f"    using Io = {op}Io;" in text
+    for kind, tensors in (("Input", spec.inputs), ("Output", spec.outputs)):
+        block = re.search(rf"enum {kind} : int32_t\n    {{\n(.*?)\n    }};", io, re.S).group(1)
+        enumerators = re.findall(r"^        (k\w+) = (\d+), +// (\w+) ", block, re.M)
+        assert enumerators == [(codegen.enumerator(t), str(i), t.name) for i, t in enumerate(tensors)], (kind, block)
+
+    def constant(name):
+        return re.search(rf"static constexpr [\w *]+ {name}(?:\[\w+\])? = (.+);$", io, re.M).group(1)
+
+    required = [t for t in spec.inputs if not t.optional]
+    assert spec.inputs[:len(required)] == tuple(required), "the optional inputs come last"
+    assert int(constant("kNbInputs")) == len(spec.inputs)
+    assert int(constant("kNbRequiredInputs")) == len(required)
+    assert int(constant("kNbOutputs")) == len(spec.outputs)
+    assert constant("kInputNames") == "{" + ", ".join(f'"{t.name}"' for t in spec.inputs) + "}"
+    for name, tensors in (("kInputIsFloat32", spec.inputs), ("kOutputIsFloat32", spec.outputs)):
+        assert constant(name) == "{" + ", ".join("true" if t.float32_only else "false" for t in tensors) + "}"
+    words = constant("kText")
+    optional = [t.name for t in spec.inputs if t.optional]
+    listed = ", ".join(t.name for t in required) + (f"[, {', '.join(optional)}]" if optional else "")
+    assert f"inputs ({listed})" in words or f"input ({listed})" in words, words
+    assert words.endswith(f"({', '.join(t.name for t in spec.outputs)})\""), words
+
+
+def test_io_text_reads_the_counts():
+    assert codegen.io_text(REGISTRY["SparseAttention"]) == "3 inputs (q, k, v) and 1 output (y)"
+    assert codegen.io_text(REGISTRY["ReluSquaredAttention"]) == "3 or 4 inputs (q, k, v[, bias]) and 1 output (y)"
+    assert codegen.io_text(REGISTRY["LinearAttention"]) == \
+        "3 to 5 inputs (q, k, v[, state_s, state_z]) and 3 outputs (y, state_s_out, state_z_out)"
+
+
+def test_generator_refuses_io_the_plugins_cannot_carry():
+    spec = REGISTRY["LinearAttention"]
+    q, k, v, state_s, state_z = spec.inputs
+    y = spec.outputs[0]
+    cases = [
+        (dict(inputs=(q, state_s, k, v)), "required inputs ['k', 'v'] after an optional one"),
+        (dict(inputs=(dataclasses.replace(q, float32_only=True), k, v)), "first input 'q' is float32_only"),
+        (dict(outputs=(dataclasses.replace(y, float32_only=True),)), "first output 'y' is float32_only"),
+        (dict(outputs=(y, dataclasses.replace(y, name="q"))), "['kQ'] repeat or clash"),
+        (dict(outputs=(y, dataclasses.replace(y, name="text"))), "['kText'] repeat or clash"),
+        (dict(inputs=(dataclasses.replace(q, name="Q"), k, v)), "expected lower-case identifiers"),
+        (dict(outputs=()), "expected at least one of each"),
+    ]
+    for change, words in cases:
+        with pytest.raises(codegen.CodegenError, match=re.escape(words)):
+            codegen.headers([dataclasses.replace(spec, **change)])
+
+
 def test_generator_refuses_what_cpp_cannot_carry():
     spec = REGISTRY["LinearAttention"]
     feature_map, eps, chunk = spec.attr("feature_map"), spec.attr("eps"), spec.attr("chunk_size")
@@ -137,17 +193,25 @@ def test_docs_fields_tables_are_the_generated_ones():
         "docs/plugins.md's fields tables differ from the spec: run python -m attnx.plugins.codegen --docs docs/plugins.md"
 
 
-def _hand_written_sources():
-    return sorted(p for ext in ("h", "cpp", "cu", "cuh") for p in (REPO / "trt_plugins").rglob(f"*.{ext}"))
+def _literals_in_hand_written_sources(words: set[str]) -> list[str]:
+    """Each string literal of trt_plugins/'s C++ that is one of `words`, as 'path: "literal"'."""
+    found = []
+    for path in sorted(p for ext in ("h", "cpp", "cu", "cuh") for p in (REPO / "trt_plugins").rglob(f"*.{ext}")):
+        for literal in re.findall(r'"([^"\\\n]*)"', path.read_text(encoding="utf-8")):
+            if literal in words:
+                found.append(f"{path.relative_to(REPO)}: \"{literal}\"")
+    return found
 
 
 def test_hand_written_cpp_restates_no_field():
     """No field name, string choice or default of a string field stands as a string literal in
     trt_plugins/: the generated headers are the only C++ that names them."""
     words = {w for op in PLUGIN_OPS for a in REGISTRY[op].attributes for w in (a.name, *(a.choices or ()))}
-    found = []
-    for path in _hand_written_sources():
-        for literal in re.findall(r'"([^"\\\n]*)"', path.read_text(encoding="utf-8")):
-            if literal in words:
-                found.append(f"{path.relative_to(REPO)}: \"{literal}\"")
-    assert found == [], found
+    assert _literals_in_hand_written_sources(words) == []
+
+
+def test_hand_written_cpp_restates_no_tensor_name():
+    """No input or output name stands as a string literal in trt_plugins/: the plugins read them, and their
+    positions, from the generated <Op>Io."""
+    words = {t.name for op in PLUGIN_OPS for t in (*REGISTRY[op].inputs, *REGISTRY[op].outputs)}
+    assert _literals_in_hand_written_sources(words) == []

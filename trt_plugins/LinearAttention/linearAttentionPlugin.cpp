@@ -8,69 +8,54 @@ using namespace nvinfer1;
 
 namespace attnx
 {
-namespace
+bool LinearAttentionPlugin::outputShapes(DimsExprs const* inputs, DimsExprs* outputs) const noexcept
 {
-// Input and output positions (spec order): q, k, v[, state_s, state_z] → y, state_s_out, state_z_out.
-constexpr int32_t kQ = 0;
-constexpr int32_t kK = 1;
-constexpr int32_t kV = 2;
-constexpr int32_t kStateS = 3;
-constexpr int32_t kStateZ = 4;
-char const* const kInputNames[] = {"q", "k", "v", "state_s", "state_z"};
-} // namespace
-
-bool LinearAttentionPlugin::isFloat32Position(int32_t pos, int32_t nbInputs)
-{
-    return (pos >= kStateS && pos < nbInputs) || pos > nbInputs;
-}
-
-int32_t LinearAttentionPlugin::getOutputShapes(DimsExprs const* inputs, int32_t nbInputs, DimsExprs const*, int32_t,
-    DimsExprs* outputs, int32_t nbOutputs, IExprBuilder&) noexcept
-{
-    if (qkvOutputShape(inputs, nbInputs, outputs, nbOutputs) != 0)
-        return -1;
-    DimsExprs const& q = inputs[kQ];
-    DimsExprs const& v = inputs[kV];
-    outputs[1].nbDims = 4; // state_s_out [B, H, D, E]
-    outputs[1].d[0] = q.d[0];
-    outputs[1].d[1] = q.d[1];
-    outputs[1].d[2] = q.d[3];
-    outputs[1].d[3] = v.d[3];
-    outputs[2].nbDims = 3; // state_z_out [B, H, D]
-    outputs[2].d[0] = q.d[0];
-    outputs[2].d[1] = q.d[1];
-    outputs[2].d[2] = q.d[3];
-    return 0;
+    if (!qkvOutputShape(inputs, outputs))
+        return false;
+    DimsExprs const& q = inputs[Io::kQ];
+    DimsExprs const& v = inputs[Io::kV];
+    DimsExprs& s = outputs[Io::kStateSOut]; // [B, H, D, E]
+    s.nbDims = 4;
+    s.d[0] = q.d[0];
+    s.d[1] = q.d[1];
+    s.d[2] = q.d[3];
+    s.d[3] = v.d[3];
+    DimsExprs& z = outputs[Io::kStateZOut]; // [B, H, D]
+    z.nbDims = 3;
+    z.d[0] = q.d[0];
+    z.d[1] = q.d[1];
+    z.d[2] = q.d[3];
+    return true;
 }
 
 bool LinearAttentionPlugin::checkShapes(Dims const* dims, int32_t nbInputs) const noexcept
 {
-    Dims const& q = dims[kQ];
-    Dims const& k = dims[kK];
-    Dims const& v = dims[kV];
+    Dims const& q = dims[Io::kQ];
+    Dims const& k = dims[Io::kK];
+    Dims const& v = dims[Io::kV];
     std::string const n = kName;
-    if (!qkvOfRank4(kName, dims))
+    if (!qkvOfRank4(kName, Io::kInputNames, dims))
         return false;
     for (int32_t i = 0; i < 2; ++i)
     {
         if (differ(q.d[i], k.d[i]) || differ(k.d[i], v.d[i]))
         {
-            logError(n + ": batch/head sizes differ: " + inputsText(dims, kInputNames, 3));
+            logError(n + ": batch/head sizes differ: " + inputsText(dims, Io::kInputNames, 3));
             return false;
         }
     }
     if (differ(q.d[3], k.d[3]) || differ(k.d[2], v.d[2]))
     {
-        logError(n + ": " + inputsText(dims, kInputNames, 3)
+        logError(n + ": " + inputsText(dims, Io::kInputNames, 3)
             + "; expected q [B, H, N, D], k [B, H, M, D], v [B, H, M, E]");
         return false;
     }
     if (!causalLengthsAgree(kName, mParams.causal, q, k)
         || !headDimsWithin(kName, "D", q, v, ATTNX_LINEAR_ATTENTION_MAX_HEAD_DIM))
         return false;
-    if (nbInputs == 5 && (dims[kStateS].nbDims != 4 || dims[kStateZ].nbDims != 3))
+    if (nbInputs > Io::kStateS && (dims[Io::kStateS].nbDims != 4 || dims[Io::kStateZ].nbDims != 3))
     {
-        logError(n + ": state_s " + dimsText(dims[kStateS]) + ", state_z " + dimsText(dims[kStateZ])
+        logError(n + ": state_s " + dimsText(dims[Io::kStateS]) + ", state_z " + dimsText(dims[Io::kStateZ])
             + "; expected [B, H, D, E] and [B, H, D]");
         return false;
     }
@@ -82,30 +67,30 @@ size_t LinearAttentionPlugin::getWorkspaceSize(
 {
     // non-causal: S and z go straight into state_s_out/state_z_out, which always exist; causal: the
     // state of every chunk on CUDA cores, none on tensor cores, sized for the profile's largest shapes
-    if (!mParams.causal || nbInputs < 3)
+    if (!mParams.causal || nbInputs < Io::kNbRequiredInputs)
         return 0;
-    Dims const& q = inputs[kQ].max;
-    Dims const& v = inputs[kV].max;
+    Dims const& q = inputs[Io::kQ].max;
+    Dims const& v = inputs[Io::kV].max;
     if (q.nbDims != 4 || v.nbDims != 4)
         return 0;
     return attnx_linear_attention_workspace_size(
-        q.d[0], q.d[1], q.d[2], q.d[3], v.d[3], 1, kernelDtype(inputs[kQ].desc.type));
+        q.d[0], q.d[1], q.d[2], q.d[3], v.d[3], 1, kernelDtype(inputs[Io::kQ].desc.type));
 }
 
 int32_t LinearAttentionPlugin::enqueue(PluginTensorDesc const* inputDesc, PluginTensorDesc const*,
     void const* const* inputs, void* const* outputs, void* workspace, cudaStream_t stream) noexcept
 {
-    Dims const& q = inputDesc[kQ].dims;
-    Dims const& k = inputDesc[kK].dims;
-    Dims const& v = inputDesc[kV].dims;
-    bool const hasState = configuredInputs() == 5;
-    int32_t const status = attnx_linear_attention_forward(inputs[kQ], inputs[kK], inputs[kV],
-        hasState ? static_cast<float const*>(inputs[kStateS]) : nullptr,
-        hasState ? static_cast<float const*>(inputs[kStateZ]) : nullptr, outputs[0], static_cast<float*>(outputs[1]),
-        static_cast<float*>(outputs[2]), workspace, q.d[0], q.d[1], q.d[2], k.d[2], q.d[3], v.d[3], mParams.causal,
-        mParams.featureMap, mParams.normalize, mParams.eps, mParams.chunkSize, kernelDtype(inputDesc[kQ].type),
-        static_cast<void*>(stream));
-    return kernelResult(status, inputDesc, kInputNames, 3);
+    Dims const& q = inputDesc[Io::kQ].dims;
+    Dims const& k = inputDesc[Io::kK].dims;
+    Dims const& v = inputDesc[Io::kV].dims;
+    bool const hasState = configuredInputs() > Io::kStateS;
+    int32_t const status = attnx_linear_attention_forward(inputs[Io::kQ], inputs[Io::kK], inputs[Io::kV],
+        hasState ? static_cast<float const*>(inputs[Io::kStateS]) : nullptr,
+        hasState ? static_cast<float const*>(inputs[Io::kStateZ]) : nullptr, outputs[Io::kY],
+        static_cast<float*>(outputs[Io::kStateSOut]), static_cast<float*>(outputs[Io::kStateZOut]), workspace, q.d[0],
+        q.d[1], q.d[2], k.d[2], q.d[3], v.d[3], mParams.causal, mParams.featureMap, mParams.normalize, mParams.eps,
+        mParams.chunkSize, kernelDtype(inputDesc[Io::kQ].type), static_cast<void*>(stream));
+    return kernelResult(status, inputDesc, 3);
 }
 
 } // namespace attnx

@@ -1,6 +1,7 @@
-// TensorRT IPluginV3 for attnx::MixedChunkAttention (attnx/ops/mixed_chunk_attention): its I/O, shapes,
-// workspace and enqueue. Its name, version and fields are MixedChunkAttentionFields, generated from the
-// op's spec into the build folder (attnx_generated/mixedChunkAttentionFields.h; attnx/plugins/codegen.py).
+// TensorRT IPluginV3 for attnx::MixedChunkAttention (attnx/ops/mixed_chunk_attention): its shapes, workspace
+// and enqueue. Its I/O (positions, names, counts), name, version and fields are MixedChunkAttentionFields,
+// generated from the op's spec into the build folder (attnx_generated/mixedChunkAttentionFields.h;
+// attnx/plugins/codegen.py).
 #pragma once
 
 #include "attnx_generated/mixedChunkAttentionFields.h"
@@ -14,14 +15,9 @@ class MixedChunkAttentionPlugin final : public PluginBase<MixedChunkAttentionPlu
 public:
     using PluginBase::PluginBase;
 
-    static constexpr char const* kIo = "5 inputs (quad_q, quad_k, lin_q, lin_k, v) and 1 output (y)";
-    static bool acceptsIo(int32_t nbInputs, int32_t nbOutputs) { return nbInputs == 5 && nbOutputs == 1; }
+    bool outputShapes(nvinfer1::DimsExprs const* inputs, nvinfer1::DimsExprs* outputs) const noexcept;
     bool checkShapes(nvinfer1::Dims const* dims, int32_t nbInputs) const noexcept;
 
-    int32_t getOutputShapes(nvinfer1::DimsExprs const* inputs, int32_t nbInputs, nvinfer1::DimsExprs const* shapeInputs,
-        int32_t nbShapeInputs, nvinfer1::DimsExprs* outputs, int32_t nbOutputs,
-        nvinfer1::IExprBuilder& exprBuilder) noexcept override;
-    int32_t getNbOutputs() const noexcept override { return 1; }
     // the float32 linear part, and the state when not causal, sized for the profile's largest shapes
     size_t getWorkspaceSize(nvinfer1::DynamicPluginTensorDesc const* inputs, int32_t nbInputs,
         nvinfer1::DynamicPluginTensorDesc const* outputs, int32_t nbOutputs) const noexcept override;

@@ -8,47 +8,38 @@ using namespace nvinfer1;
 
 namespace attnx
 {
-namespace
+bool PerformerFeaturesPlugin::outputShapes(DimsExprs const* inputs, DimsExprs* outputs) const noexcept
 {
-// Input positions (spec order): x, w → features.
-constexpr int32_t kX = 0;
-constexpr int32_t kW = 1;
-char const* const kInputNames[] = {"x", "w"};
-} // namespace
-
-int32_t PerformerFeaturesPlugin::getOutputShapes(DimsExprs const* inputs, int32_t nbInputs, DimsExprs const*, int32_t,
-    DimsExprs* outputs, int32_t nbOutputs, IExprBuilder&) noexcept
-{
-    if (!checkIoCount(nbInputs, nbOutputs, "getOutputShapes"))
-        return -1;
-    if (inputs[kX].nbDims != 4 || inputs[kW].nbDims != 2)
+    if (inputs[Io::kX].nbDims != 4 || inputs[Io::kW].nbDims != 2)
     {
-        logError(std::string(kName) + ": inputs of rank " + std::to_string(inputs[kX].nbDims) + " (x) and "
-            + std::to_string(inputs[kW].nbDims) + " (w); expected x [B, H, N, D] and w [M, D]");
-        return -1;
+        logError(std::string(kName) + ": inputs of rank " + std::to_string(inputs[Io::kX].nbDims) + " (x) and "
+            + std::to_string(inputs[Io::kW].nbDims) + " (w); expected x [B, H, N, D] and w [M, D]");
+        return false;
     }
-    DimsExprs const& x = inputs[kX];
-    outputs[0].nbDims = 4; // features [B, H, N, M]
-    outputs[0].d[0] = x.d[0];
-    outputs[0].d[1] = x.d[1];
-    outputs[0].d[2] = x.d[2];
-    outputs[0].d[3] = inputs[kW].d[0];
-    return 0;
+    DimsExprs const& x = inputs[Io::kX];
+    DimsExprs& features = outputs[Io::kFeatures]; // [B, H, N, M]
+    features.nbDims = 4;
+    features.d[0] = x.d[0];
+    features.d[1] = x.d[1];
+    features.d[2] = x.d[2];
+    features.d[3] = inputs[Io::kW].d[0];
+    return true;
 }
 
 bool PerformerFeaturesPlugin::checkShapes(Dims const* dims, int32_t) const noexcept
 {
-    Dims const& x = dims[kX];
-    Dims const& w = dims[kW];
+    Dims const& x = dims[Io::kX];
+    Dims const& w = dims[Io::kW];
     std::string const n = kName;
     if (x.nbDims != 4 || w.nbDims != 2)
     {
-        logError(n + ": " + inputsText(dims, kInputNames, 2) + "; expected x [B, H, N, D] and w [M, D]");
+        logError(
+            n + ": " + inputsText(dims, Io::kInputNames, Io::kNbInputs) + "; expected x [B, H, N, D] and w [M, D]");
         return false;
     }
     if (differ(x.d[3], w.d[1]))
     {
-        logError(n + ": " + inputsText(dims, kInputNames, 2) + "; the last dims (D) must agree");
+        logError(n + ": " + inputsText(dims, Io::kInputNames, Io::kNbInputs) + "; the last dims (D) must agree");
         return false;
     }
     if (known(x.d[3]) && x.d[3] > ATTNX_PERFORMER_FEATURES_MAX_HEAD_DIM)
@@ -63,24 +54,24 @@ bool PerformerFeaturesPlugin::checkShapes(Dims const* dims, int32_t) const noexc
 size_t PerformerFeaturesPlugin::getWorkspaceSize(
     DynamicPluginTensorDesc const* inputs, int32_t nbInputs, DynamicPluginTensorDesc const*, int32_t) const noexcept
 {
-    if (nbInputs != 2 || inputs[kX].max.nbDims != 4)
+    if (nbInputs != Io::kNbInputs || inputs[Io::kX].max.nbDims != 4)
         return 0;
-    Dims const& x = inputs[kX].max;
+    Dims const& x = inputs[Io::kX].max;
     return attnx_performer_features_workspace_size(x.d[0], x.d[1], x.d[2], mParams.kind);
 }
 
 int32_t PerformerFeaturesPlugin::enqueue(PluginTensorDesc const* inputDesc, PluginTensorDesc const*,
     void const* const* inputs, void* const* outputs, void* workspace, cudaStream_t stream) noexcept
 {
-    Dims const dims[] = {inputDesc[kX].dims, inputDesc[kW].dims};
-    Dims const& x = dims[kX];
+    Dims const dims[Io::kNbInputs] = {inputDesc[Io::kX].dims, inputDesc[Io::kW].dims};
+    Dims const& x = dims[Io::kX];
     // the entry point takes D from x alone: a w that disagrees must not reach it
-    if (!checkShapes(dims, 2))
+    if (!checkShapes(dims, Io::kNbInputs))
         return -1;
-    int32_t const status = attnx_performer_features_forward(inputs[kX], inputs[kW], outputs[0], workspace, x.d[0],
-        x.d[1], x.d[2], x.d[3], dims[kW].d[0], mParams.kind, mParams.eps, mParams.offset,
-        kernelDtype(inputDesc[kX].type), static_cast<void*>(stream));
-    return kernelResult(status, inputDesc, kInputNames, 2);
+    int32_t const status = attnx_performer_features_forward(inputs[Io::kX], inputs[Io::kW], outputs[Io::kFeatures],
+        workspace, x.d[0], x.d[1], x.d[2], x.d[3], dims[Io::kW].d[0], mParams.kind, mParams.eps, mParams.offset,
+        kernelDtype(inputDesc[Io::kX].type), static_cast<void*>(stream));
+    return kernelResult(status, inputDesc, Io::kNbInputs);
 }
 
 } // namespace attnx

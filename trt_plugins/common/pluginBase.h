@@ -1,20 +1,22 @@
 // The IPluginV3 frame every attnx plugin shares, so that a plugin's own files hold only what is its
-// own: its I/O, shapes, workspace and enqueue.
+// own: its shapes, workspace and enqueue.
 //
 // PluginBase<Derived, Fields> gives the capabilities, names, clone, attachToContext and serialisation
-// (the spec's fields as given), output dtypes, format combinations, and configurePlugin/onShapeChange
-// as an input-count check followed by Derived's shape check. Fields is the op's generated
-// attnx_generated/<op>Fields.h (attnx/plugins/codegen.py, from the op's spec):
+// (the spec's fields as given), the I/O counts, output dtypes, format combinations, getOutputShapes
+// as an I/O-count check followed by Derived's outputShapes, and configurePlugin/onShapeChange as that
+// check followed by Derived's checkShapes. Fields is the
+// op's generated attnx_generated/<op>Fields.h (attnx/plugins/codegen.py, from the op's spec):
 //   using Params;                                  // <Op>Params: the attributes as the kernels take them
+//   using Io;                                      // <Op>Io: the tensors' positions (Io::kQ), names, counts
 //   static constexpr char const* kName, kVersion, kNamespace;
 //   static FieldSet defaults();                    // the spec's attributes, in its order, with its defaults
 //   static bool parse(FieldSet const&, Params&);   // the spec's limits; false after logging the first bad field
-// Derived (final) provides:
-//   static constexpr char const* kIo;             // what it takes, e.g. "3 inputs (q, k, v) and 1 output (y)"
-//   static bool acceptsIo(int32_t nbInputs, int32_t nbOutputs);   // at most kMaxInputs inputs
+// Derived (final) provides, each logging what it refuses,
+//   bool outputShapes(nvinfer1::DimsExprs const* inputs, nvinfer1::DimsExprs* outputs) const noexcept;
 //   bool checkShapes(nvinfer1::Dims const* dims, int32_t nbInputs) const noexcept;
-// and overrides getOutputShapes, getNbOutputs and enqueue (getWorkspaceSize when it needs one). It may
-// hide isFloat32Position to make some tensors float32 whatever the I/O type (recurrent states).
+// and overrides enqueue (getWorkspaceSize when it needs one). Where the op allows
+// fewer of its optional inputs than the spec's positions would, it hides acceptsInputs and
+// kInputsRule (LinearAttention: both states or neither).
 //
 // PluginCreatorBase<Plugin> is the creator: the same names, the defaults as getFieldNames, and
 // createPlugin = parse the fields, validate them, construct.
@@ -40,8 +42,8 @@ class PluginBase : public nvinfer1::IPluginV3,
 public:
     using FieldsType = Fields;
     using ParamsType = typename Fields::Params;
+    using Io = typename Fields::Io;
     static constexpr char const* kName = Fields::kName;
-    static constexpr int32_t kMaxInputs = 8;
 
     PluginBase(FieldSet fields, ParamsType params)
         : mFields(std::move(fields))
@@ -85,35 +87,45 @@ public:
     {
         if (!checkIoCount(nbInputs, nbOutputs, "configurePlugin"))
             return -1;
-        nvinfer1::Dims dims[kMaxInputs];
+        nvinfer1::Dims dims[Io::kNbInputs];
         for (int32_t i = 0; i < nbInputs; ++i)
             dims[i] = in[i].desc.dims;
         return shapesChanged(dims, nbInputs);
     }
 
-    // The first output takes the first input's type; any further output (a recurrent state) is float32.
+    // Every output of the spec, optional ones included (Io says why).
+    int32_t getNbOutputs() const noexcept override { return Io::kNbOutputs; }
+
+    int32_t getOutputShapes(nvinfer1::DimsExprs const* inputs, int32_t nbInputs, nvinfer1::DimsExprs const*, int32_t,
+        nvinfer1::DimsExprs* outputs, int32_t nbOutputs, nvinfer1::IExprBuilder&) noexcept override
+    {
+        if (!checkIoCount(nbInputs, nbOutputs, "getOutputShapes"))
+            return -1;
+        return static_cast<Derived const&>(*this).outputShapes(inputs, outputs) ? 0 : -1;
+    }
+
+    // The spec's float32 outputs (recurrent states) float32; the others the first input's type.
     int32_t getOutputDataTypes(nvinfer1::DataType* outputTypes, int32_t nbOutputs,
         nvinfer1::DataType const* inputTypes, int32_t nbInputs) const noexcept override
     {
         if (!checkIoCount(nbInputs, nbOutputs, "getOutputDataTypes"))
             return -1;
-        outputTypes[0] = inputTypes[0];
-        for (int32_t i = 1; i < nbOutputs; ++i)
-            outputTypes[i] = nvinfer1::DataType::kFLOAT;
+        for (int32_t i = 0; i < nbOutputs; ++i)
+            outputTypes[i] = Io::kOutputIsFloat32[i] ? nvinfer1::DataType::kFLOAT : inputTypes[0];
         return 0;
     }
 
-    // Linear layout; the first input in an I/O type, which every other tensor shares except those
-    // Derived::isFloat32Position names.
+    // Linear layout; the first input in an I/O type, which every other tensor shares except the
+    // spec's float32 ones.
     bool supportsFormatCombination(int32_t pos, nvinfer1::DynamicPluginTensorDesc const* inOut, int32_t nbInputs,
         int32_t nbOutputs) noexcept override
     {
-        if (pos < 0 || pos >= nbInputs + nbOutputs)
+        if (pos < 0 || pos >= nbInputs + nbOutputs || nbInputs > Io::kNbInputs || nbOutputs != Io::kNbOutputs)
             return false;
         nvinfer1::PluginTensorDesc const& d = inOut[pos].desc;
         if (d.format != nvinfer1::TensorFormat::kLINEAR)
             return false;
-        if (Derived::isFloat32Position(pos, nbInputs))
+        if (pos < nbInputs ? Io::kInputIsFloat32[pos] : Io::kOutputIsFloat32[pos - nbInputs])
             return d.type == nvinfer1::DataType::kFLOAT;
         if (pos == 0)
             return isIoType(d.type);
@@ -132,7 +144,7 @@ public:
     {
         if (!checkIoCount(nbInputs, nbOutputs, "onShapeChange"))
             return -1;
-        nvinfer1::Dims dims[kMaxInputs];
+        nvinfer1::Dims dims[Io::kNbInputs];
         for (int32_t i = 0; i < nbInputs; ++i)
             dims[i] = in[i].dims;
         return shapesChanged(dims, nbInputs);
@@ -143,42 +155,43 @@ public:
 
     ParamsType const& params() const { return mParams; }
 
-    // No tensor is float32 whatever the I/O type unless Derived says so.
-    static bool isFloat32Position(int32_t, int32_t) { return false; }
+    // Any count of the optional inputs the spec's positions allow, unless Derived narrows it and says
+    // how in kInputsRule (appended to Io::kText).
+    static bool acceptsInputs(int32_t) { return true; }
+    static constexpr char const* kInputsRule = "";
 
 protected:
-    // False, after logging what was given against Derived::kIo, when Derived does not accept the counts.
+    // False, after logging what was given against Io::kText, when the counts are not the spec's.
     bool checkIoCount(int32_t nbInputs, int32_t nbOutputs, char const* where) const
     {
-        if (nbInputs <= kMaxInputs && Derived::acceptsIo(nbInputs, nbOutputs))
+        if (nbInputs >= Io::kNbRequiredInputs && nbInputs <= Io::kNbInputs && nbOutputs == Io::kNbOutputs
+            && Derived::acceptsInputs(nbInputs))
             return true;
         logError(std::string(kName) + ": " + where + " with " + std::to_string(nbInputs) + " inputs and "
-            + std::to_string(nbOutputs) + " outputs; expected " + Derived::kIo);
+            + std::to_string(nbOutputs) + " outputs; expected " + Io::kText + Derived::kInputsRule);
         return false;
     }
 
-    // getOutputShapes of an attention plugin whose inputs start q, k, v: y [B, H, N, E] as output 0.
-    // -1 after logging when the counts or the ranks are wrong.
-    int32_t qkvOutputShape(nvinfer1::DimsExprs const* inputs, int32_t nbInputs, nvinfer1::DimsExprs* outputs,
-        int32_t nbOutputs) const
+    // outputShapes of an attention plugin whose inputs start q, k, v: y [B, H, N, E] as output 0.
+    // False after logging when the ranks are wrong.
+    bool qkvOutputShape(nvinfer1::DimsExprs const* inputs, nvinfer1::DimsExprs* outputs) const noexcept
     {
-        if (!checkIoCount(nbInputs, nbOutputs, "getOutputShapes") || !qkvOfRank4(kName, inputs))
-            return -1;
+        if (!qkvOfRank4(kName, Io::kInputNames, inputs))
+            return false;
         attentionOutputShape(outputs[0], inputs[0], inputs[2]);
-        return 0;
+        return true;
     }
 
     // 0 for ATTNX_OK; else -1 after logging the status and the shapes of the first nbShown inputs.
-    int32_t kernelResult(int32_t status, nvinfer1::PluginTensorDesc const* inputDesc, char const* const* inputNames,
-        int32_t nbShown) const
+    int32_t kernelResult(int32_t status, nvinfer1::PluginTensorDesc const* inputDesc, int32_t nbShown) const
     {
         if (status == ATTNX_OK)
             return 0;
-        nvinfer1::Dims dims[kMaxInputs];
+        nvinfer1::Dims dims[Io::kNbInputs];
         for (int32_t i = 0; i < nbShown; ++i)
             dims[i] = inputDesc[i].dims;
         logError(std::string(kName) + ": kernel failed: " + attnx_status_string(status) + " ("
-            + inputsText(dims, inputNames, nbShown) + ")");
+            + inputsText(dims, Io::kInputNames, nbShown) + ")");
         return -1;
     }
 

@@ -237,25 +237,25 @@ std::string floatText(float x)
     return buf;
 }
 
-bool qkvOfRank4(char const* plugin, nvinfer1::DimsExprs const* inputs)
+bool qkvOfRank4(char const* plugin, char const* const* names, nvinfer1::DimsExprs const* inputs)
 {
     for (int32_t i = 0; i < 3; ++i)
     {
         if (inputs[i].nbDims != 4)
         {
             logError(std::string(plugin) + ": input " + std::to_string(i) + " has rank "
-                + std::to_string(inputs[i].nbDims) + "; q, k and v must be [B, H, N, D]-shaped (rank 4)");
+                + std::to_string(inputs[i].nbDims) + "; " + names[0] + ", " + names[1] + " and " + names[2]
+                + " must be [B, H, N, D]-shaped (rank 4)");
             return false;
         }
     }
     return true;
 }
 
-bool qkvOfRank4(char const* plugin, nvinfer1::Dims const* dims)
+bool qkvOfRank4(char const* plugin, char const* const* names, nvinfer1::Dims const* dims)
 {
     if (dims[0].nbDims == 4 && dims[1].nbDims == 4 && dims[2].nbDims == 4)
         return true;
-    char const* const names[] = {"q", "k", "v"};
     logError(std::string(plugin) + ": " + inputsText(dims, names, 3) + "; expected rank 4 each");
     return false;
 }

@@ -110,9 +110,10 @@ inline bool differ(int64_t a, int64_t b)
 }
 
 // Shape checks shared by the attention plugins; each logs what it found and returns false.
-// q, k, v (inputs 0, 1, 2) of rank 4: at build time (getOutputShapes), and at configure or run time.
-bool qkvOfRank4(char const* plugin, nvinfer1::DimsExprs const* inputs);
-bool qkvOfRank4(char const* plugin, nvinfer1::Dims const* dims);
+// q, k, v (inputs 0, 1, 2, named names[0..2]) of rank 4: at build time (getOutputShapes), and at
+// configure or run time.
+bool qkvOfRank4(char const* plugin, char const* const* names, nvinfer1::DimsExprs const* inputs);
+bool qkvOfRank4(char const* plugin, char const* const* names, nvinfer1::Dims const* dims);
 // Under causal, as many keys (k.d[2]) as queries (q.d[2]).
 bool causalLengthsAgree(char const* plugin, int32_t causal, nvinfer1::Dims const& q, nvinfer1::Dims const& k);
 // The head dims q.d[3] (named qDimName) and v.d[3] (E) within maxDim.
