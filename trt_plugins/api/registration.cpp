@@ -1,8 +1,8 @@
 // The library's entry points, above every plugin (as TensorRT's plugin/api/inferPlugin.cpp is):
 // getCreators/setLoggerFinder for `trtexec --dynamicPlugins` and IPluginRegistry::loadLibrary,
-// registration at load time when loaded into a TensorRT process, and two host-side entry points (no
-// GPU, no TensorRT runtime) that let tests read the creators' fields and round-trip fields through
-// createPlugin/getFieldsToSerialize.
+// registration at load time when loaded into a TensorRT process, and three host-side entry points (no
+// GPU, no TensorRT runtime) that let tests read the creators' fields, round-trip fields through
+// createPlugin/getFieldsToSerialize and deserialise a blob of fields.
 #include "LinearAttention/linearAttentionPlugin.h"
 #include "MixedChunkAttention/mixedChunkAttentionPlugin.h"
 #include "NvInferRuntime.h"
@@ -11,12 +11,15 @@
 #include "SparseAttention/sparseAttentionPlugin.h"
 #include "pluginCommon.h"
 
+#include <algorithm>
 #include <cerrno>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <dlfcn.h>
 #include <memory>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -157,6 +160,16 @@ int copyOut(std::string const& s, char* buf, size_t len)
     return static_cast<int>(s.size());
 }
 
+// An error text into buf, cut to fit: the status code returned with it leaves no way to ask for more room.
+void copyError(std::string const& s, char* buf, size_t len)
+{
+    if (!buf || len == 0)
+        return;
+    size_t const n = std::min(s.size(), len - 1);
+    std::memcpy(buf, s.data(), n);
+    buf[n] = '\0';
+}
+
 } // namespace
 
 extern "C" __attribute__((visibility("default"))) IPluginCreatorInterface* const* getCreators(int32_t& nbCreators)
@@ -210,30 +223,88 @@ enum RoundtripStatus
     kRoundtripCloneDiffers = -1003,
 };
 
+namespace
+{
+
+IPluginCreatorV3One* findCreator(char const* name)
+{
+    int32_t n = 0;
+    IPluginCreatorInterface* const* creators = getCreators(n);
+    for (int32_t i = 0; i < n; ++i)
+    {
+        auto* c = static_cast<IPluginCreatorV3One*>(creators[i]);
+        if (name && std::strcmp(c->getPluginName(), name) == 0)
+            return c;
+    }
+    return nullptr;
+}
+
+// createPlugin from `fc` in `phase`, then again from its getFieldsToSerialize() (runtime phase, as
+// deserialisation does) and from a clone; writes {"name","version","namespace","serialized":[...]}
+// when all three serialise alike. A refusal writes the error createPlugin logged.
+int createAndRoundtrip(IPluginCreatorV3One* creator, PluginFieldCollection const* fc, TensorRTPhase phase, char* out,
+    size_t len)
+{
+    attnx::clearLastError();
+    std::unique_ptr<IPluginV3> plugin(creator->createPlugin(creator->getPluginName(), fc, phase));
+    if (!plugin)
+    {
+        copyError(attnx::lastError().empty() ? "createPlugin returned null without logging an error"
+                                           : attnx::lastError(), out, len);
+        return kRoundtripCreateFailed;
+    }
+    auto* runtime = static_cast<IPluginV3OneRuntime*>(plugin->getCapabilityInterface(PluginCapabilityType::kRUNTIME));
+    auto* core = static_cast<IPluginV3OneCore*>(plugin->getCapabilityInterface(PluginCapabilityType::kCORE));
+    if (!runtime || !core || !plugin->getCapabilityInterface(PluginCapabilityType::kBUILD))
+    {
+        copyError("plugin lacks a core, build or runtime capability", out, len);
+        return kRoundtripCreateFailed;
+    }
+    std::string const first = jsonFields(runtime->getFieldsToSerialize(), "value");
+
+    // what deserialisation does: the serialised fields back into createPlugin
+    std::unique_ptr<IPluginV3> again(
+        creator->createPlugin(core->getPluginName(), runtime->getFieldsToSerialize(), TensorRTPhase::kRUNTIME));
+    if (!again)
+    {
+        copyError("createPlugin refused the plugin's own serialised fields: " + attnx::lastError(), out, len);
+        return kRoundtripCreateFailed;
+    }
+    auto* runtime2 = static_cast<IPluginV3OneRuntime*>(again->getCapabilityInterface(PluginCapabilityType::kRUNTIME));
+    std::unique_ptr<IPluginV3> cloned(again->clone());
+    auto* runtime3 = cloned
+        ? static_cast<IPluginV3OneRuntime*>(cloned->getCapabilityInterface(PluginCapabilityType::kRUNTIME))
+        : nullptr;
+    std::string const second = jsonFields(runtime2->getFieldsToSerialize(), "value");
+    if (!runtime3 || jsonFields(runtime3->getFieldsToSerialize(), "value") != second || second != first)
+    {
+        copyError("serialised fields changed across createPlugin/clone: " + first + " vs " + second, out, len);
+        return kRoundtripCloneDiffers;
+    }
+    return copyOut("{\"name\": " + jsonString(core->getPluginName()) + ", \"version\": "
+            + jsonString(core->getPluginVersion()) + ", \"namespace\": " + jsonString(core->getPluginNamespace())
+            + ", \"serialized\": " + second + "}",
+        out, len);
+}
+
+} // namespace
+
 // Builds a PluginFieldCollection from `fields_text` — one field per line, "name<TAB>type<TAB>value"
 // with type int32, int64, float32, float64 or char — calls createPlugin (build phase), then
 // recreates the plugin from its getFieldsToSerialize() (runtime phase, as deserialisation does)
 // and writes {"name","version","namespace","serialized":[...]} from the recreated plugin.
 // Errors: kRoundtripCreateFailed with the logged error text in `out`, kRoundtripNoCreator,
-// kRoundtripBadInput (text in `out`); -(bytes needed) when `len` is too small.
+// kRoundtripBadInput (text in `out`; also for an int32 value outside int32, never wrapped); an error
+// text is cut to fit `len`. On success, -(bytes needed) when `len` is too small.
 extern "C" __attribute__((visibility("default"))) int attnx_roundtrip(
     char const* creatorName, char const* fieldsText, char* out, size_t len)
 {
     try
     {
-        attnx::clearLastError();
-        int32_t n = 0;
-        IPluginCreatorInterface* const* creators = getCreators(n);
-        IPluginCreatorV3One* creator = nullptr;
-        for (int32_t i = 0; i < n; ++i)
-        {
-            auto* c = static_cast<IPluginCreatorV3One*>(creators[i]);
-            if (creatorName && std::strcmp(c->getPluginName(), creatorName) == 0)
-                creator = c;
-        }
+        IPluginCreatorV3One* creator = findCreator(creatorName);
         if (!creator)
         {
-            copyOut(std::string("no creator named '") + (creatorName ? creatorName : "") + "'", out, len);
+            copyError(std::string("no creator named '") + (creatorName ? creatorName : "") + "'", out, len);
             return kRoundtripNoCreator;
         }
 
@@ -266,7 +337,7 @@ extern "C" __attribute__((visibility("default"))) int attnx_roundtrip(
             size_t const t2 = t1 == std::string::npos ? t1 : line.find('\t', t1 + 1);
             if (t2 == std::string::npos || fields.size() >= maxFields)
             {
-                copyOut("field line '" + line + "' is not name<TAB>type<TAB>value (at most 64 lines)", out, len);
+                copyError("field line '" + line + "' is not name<TAB>type<TAB>value (at most 64 lines)", out, len);
                 return kRoundtripBadInput;
             }
             names.push_back(line.substr(0, t1));
@@ -277,7 +348,14 @@ extern "C" __attribute__((visibility("default"))) int attnx_roundtrip(
             errno = 0;
             if (type == "int32")
             {
-                long x = std::strtol(value.c_str(), &endp, 10);
+                long long const x = std::strtoll(value.c_str(), &endp, 10);
+                if (errno == 0 && (x < INT32_MIN || x > INT32_MAX))
+                {
+                    // a cast would wrap it into range and the plugin would accept a value never given
+                    copyError("field '" + names.back() + "': value '" + value + "' is outside int32 ["
+                            + std::to_string(INT32_MIN) + ", " + std::to_string(INT32_MAX) + "]", out, len);
+                    return kRoundtripBadInput;
+                }
                 i32.push_back(static_cast<int32_t>(x));
                 fields.emplace_back(name, &i32.back(), PluginFieldType::kINT32, 1);
             }
@@ -306,63 +384,122 @@ extern "C" __attribute__((visibility("default"))) int attnx_roundtrip(
             }
             else
             {
-                copyOut("field '" + names.back() + "': type '" + type
-                        + "' is not one of int32, int64, float32, float64, char",
-                    out, len);
+                copyError("field '" + names.back() + "': type '" + type
+                        + "' is not one of int32, int64, float32, float64, char", out, len);
                 return kRoundtripBadInput;
             }
             if (errno != 0 || !endp || *endp != '\0' || value.empty())
             {
-                copyOut("field '" + names.back() + "': value '" + value + "' is not a " + type, out, len);
+                copyError("field '" + names.back() + "': value '" + value + "' is not a " + type, out, len);
                 return kRoundtripBadInput;
             }
         }
         PluginFieldCollection fc{static_cast<int32_t>(fields.size()), fields.data()};
-
-        std::unique_ptr<IPluginV3> plugin(creator->createPlugin(creator->getPluginName(), &fc, TensorRTPhase::kBUILD));
-        if (!plugin)
-        {
-            copyOut(attnx::lastError().empty() ? "createPlugin returned null without logging an error"
-                                               : attnx::lastError(),
-                out, len);
-            return kRoundtripCreateFailed;
-        }
-        auto* runtime = static_cast<IPluginV3OneRuntime*>(plugin->getCapabilityInterface(PluginCapabilityType::kRUNTIME));
-        auto* core = static_cast<IPluginV3OneCore*>(plugin->getCapabilityInterface(PluginCapabilityType::kCORE));
-        if (!runtime || !core || !plugin->getCapabilityInterface(PluginCapabilityType::kBUILD))
-        {
-            copyOut("plugin lacks a core, build or runtime capability", out, len);
-            return kRoundtripCreateFailed;
-        }
-        std::string const first = jsonFields(runtime->getFieldsToSerialize(), "value");
-
-        // what deserialisation does: the serialised fields back into createPlugin
-        std::unique_ptr<IPluginV3> again(
-            creator->createPlugin(core->getPluginName(), runtime->getFieldsToSerialize(), TensorRTPhase::kRUNTIME));
-        if (!again)
-        {
-            copyOut("createPlugin refused the plugin's own serialised fields: " + attnx::lastError(), out, len);
-            return kRoundtripCreateFailed;
-        }
-        auto* runtime2 = static_cast<IPluginV3OneRuntime*>(again->getCapabilityInterface(PluginCapabilityType::kRUNTIME));
-        std::unique_ptr<IPluginV3> cloned(again->clone());
-        auto* runtime3 = cloned
-            ? static_cast<IPluginV3OneRuntime*>(cloned->getCapabilityInterface(PluginCapabilityType::kRUNTIME))
-            : nullptr;
-        std::string const second = jsonFields(runtime2->getFieldsToSerialize(), "value");
-        if (!runtime3 || jsonFields(runtime3->getFieldsToSerialize(), "value") != second || second != first)
-        {
-            copyOut("serialised fields changed across createPlugin/clone: " + first + " vs " + second, out, len);
-            return kRoundtripCloneDiffers;
-        }
-        return copyOut("{\"name\": " + jsonString(core->getPluginName()) + ", \"version\": "
-                + jsonString(core->getPluginVersion()) + ", \"namespace\": " + jsonString(core->getPluginNamespace())
-                + ", \"serialized\": " + second + "}",
-            out, len);
+        return createAndRoundtrip(creator, &fc, TensorRTPhase::kBUILD, out, len);
     }
     catch (std::exception const& e)
     {
-        copyOut(std::string("roundtrip failed: ") + e.what(), out, len);
+        copyError(std::string("roundtrip failed: ") + e.what(), out, len);
+        return kRoundtripBadInput;
+    }
+}
+
+namespace
+{
+
+// Bytes per element of a PluginField's type; 0 for a type that carries no element data here (kDIMS,
+// kUNKNOWN, values outside the enum), which the blob then gives no bytes.
+size_t elementSize(int32_t type)
+{
+    switch (static_cast<PluginFieldType>(type))
+    {
+    case PluginFieldType::kINT8:
+    case PluginFieldType::kCHAR:
+    case PluginFieldType::kFP8:
+    case PluginFieldType::kINT4:
+    case PluginFieldType::kFP4: return 1;
+    case PluginFieldType::kFLOAT16:
+    case PluginFieldType::kBF16:
+    case PluginFieldType::kINT16: return 2;
+    case PluginFieldType::kFLOAT32:
+    case PluginFieldType::kINT32: return 4;
+    case PluginFieldType::kFLOAT64:
+    case PluginFieldType::kINT64: return 8;
+    default: return 0;
+    }
+}
+
+} // namespace
+
+// Deserialisation from a blob of fields as an engine stores them: int32 nbFields, then per field
+// uint32 name length, the name's bytes (no terminator), int32 type (PluginFieldType), int32 length
+// and length × the type's element size bytes of data (none when length <= 0). Every field's data
+// is copied into an allocation of exactly its size, so a read past it is a sanitizer report. The
+// fields go to createPlugin in the runtime phase and round-trip as attnx_roundtrip's do.
+// Errors: kRoundtripBadInput for a blob that is truncated, too long or holds over 64 fields (text in
+// `out`), kRoundtripCreateFailed with the logged error, kRoundtripNoCreator.
+extern "C" __attribute__((visibility("default"))) int attnx_deserialize(
+    char const* creatorName, unsigned char const* blob, size_t blobLen, char* out, size_t len)
+{
+    try
+    {
+        IPluginCreatorV3One* creator = findCreator(creatorName);
+        if (!creator)
+        {
+            copyError(std::string("no creator named '") + (creatorName ? creatorName : "") + "'", out, len);
+            return kRoundtripNoCreator;
+        }
+        size_t pos = 0;
+        auto take = [&](size_t n, char const* what) -> unsigned char const* {
+            if (!blob || n > blobLen - pos)
+                throw std::length_error("blob of " + std::to_string(blobLen) + " bytes ends at byte "
+                    + std::to_string(pos) + " where " + std::to_string(n) + " bytes of " + what + " were expected");
+            unsigned char const* p = blob + pos;
+            pos += n;
+            return p;
+        };
+        auto takeInt = [&](char const* what) {
+            int32_t v;
+            std::memcpy(&v, take(sizeof(v), what), sizeof(v));
+            return v;
+        };
+        int32_t const nbFields = takeInt("nbFields");
+        if (nbFields < 0 || nbFields > 64)
+        {
+            copyError("blob holds nbFields = " + std::to_string(nbFields) + "; expected 0 to 64", out, len);
+            return kRoundtripBadInput;
+        }
+        std::vector<std::string> names(static_cast<size_t>(nbFields));
+        std::vector<std::unique_ptr<unsigned char[]>> data(static_cast<size_t>(nbFields));
+        std::vector<PluginField> fields;
+        for (int32_t i = 0; i < nbFields; ++i)
+        {
+            uint32_t nameLen;
+            std::memcpy(&nameLen, take(sizeof(nameLen), "a name length"), sizeof(nameLen));
+            unsigned char const* name = take(nameLen, "a name");
+            names[i].assign(reinterpret_cast<char const*>(name), nameLen);
+            int32_t const type = takeInt("a type");
+            int32_t const length = takeInt("a length");
+            size_t const bytes = length > 0 ? static_cast<size_t>(length) * elementSize(type) : 0;
+            unsigned char const* src = take(bytes, "field data");
+            data[i].reset(new unsigned char[bytes]);
+            if (bytes)
+                std::memcpy(data[i].get(), src, bytes);
+            fields.emplace_back(names[i].c_str(), data[i].get(), static_cast<PluginFieldType>(type), length);
+        }
+        if (pos != blobLen)
+        {
+            copyError("blob of " + std::to_string(blobLen) + " bytes holds " + std::to_string(nbFields)
+                    + " fields in its first " + std::to_string(pos) + " bytes; expected nothing after them",
+                out, len);
+            return kRoundtripBadInput;
+        }
+        PluginFieldCollection fc{nbFields, fields.data()};
+        return createAndRoundtrip(creator, &fc, TensorRTPhase::kRUNTIME, out, len);
+    }
+    catch (std::exception const& e)
+    {
+        copyError(std::string("deserialisation failed: ") + e.what(), out, len);
         return kRoundtripBadInput;
     }
 }
