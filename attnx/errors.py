@@ -17,12 +17,20 @@ class ModelNotFoundError(AttnxError, LookupError):
     """A model name is neither a zoo entry nor a `path/file.py:factory` reference."""
 
 
+class ModelFactoryError(AttnxError):
+    """A `path/file.py:factory` cannot be imported, raises, or returns other than (module, example_inputs)."""
+
+
 class OnnxFileError(AttnxError):
     """An ONNX file cannot be read, or is not what the command needs."""
 
 
 class ExportError(AttnxError):
     """torch → ONNX export failed or produced a graph attnx will not hand on."""
+
+
+class OutputWriteError(AttnxError):
+    """An output file could not be written: no room on the disk, a file-size limit, a read-only folder."""
 
 
 class BackendUnavailableError(AttnxError):

@@ -12,7 +12,7 @@ import torch
 from polygraphy.logger import G_LOGGER
 
 from attnx.check.stream import OrtStream
-from attnx.errors import BackendUnavailableError
+from attnx.errors import BackendUnavailableError, InputError
 from attnx.exporters.stream import export_stream
 from attnx.models.zoo import LoadedModel
 
@@ -48,6 +48,9 @@ def generate(loaded: LoadedModel, work_dir: str | Path, *, prompt_len: int = 16,
     in TensorRT engines built with the attnx plugin library (`trt`)."""
     if backend not in BACKENDS:
         raise BackendUnavailableError(f"backend {backend!r} is not one of {', '.join(BACKENDS)}")
+    if prompt_len < 1 or new_tokens < 1:
+        raise InputError(f"expected prompt_len and new_tokens >= 1, found prompt_len {prompt_len}, "
+                         f"new_tokens {new_tokens}")
     if backend == "trt":
         from attnx.plugins.engine import require_tensorrt
 

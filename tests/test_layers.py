@@ -12,7 +12,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "attnx"
 
 LAYERS = (  # lowest first; the names of one entry share a layer
-    {"errors", "progress"},
+    {"errors", "files", "progress"},
     {"ops"},
     {"models"},
     {"exporters"},

@@ -47,6 +47,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 # after REPO is on sys.path, so the script runs from a checkout
+from attnx.files import write_text  # noqa: E402
 from attnx.ops import (ENTRY_POINTS, REGISTRY, linear_attention, mixed_chunk_attention,  # noqa: E402
                        performer_features, relu_squared_attention, sparse_attention)
 from attnx.ops.entry_point import attribute_values, c_value  # noqa: E402
@@ -671,7 +672,7 @@ def _print_table(checks: dict, missing: list, benches: list) -> None:
 
 def _write_json(path: str | None, report: dict) -> None:
     if path:
-        Path(path).write_text(json.dumps(report, indent=2) + "\n")
+        write_text(path, json.dumps(report, indent=2) + "\n")  # lands whole, or not at all
         print(f"report written to {path}", file=sys.stderr)
 
 

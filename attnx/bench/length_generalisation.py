@@ -20,11 +20,11 @@ from __future__ import annotations
 import copy
 import json
 import math
-from pathlib import Path
 
 import torch
 
 from attnx.errors import AttnxError, ModelNotFoundError
+from attnx.files import check_output_path, write_text
 from attnx.models import ZOO, load_model
 from attnx.models.gau import GAU, length_norm
 from attnx.models.softmax_attention import SoftmaxAttention, length_scale
@@ -115,6 +115,8 @@ def table(rows: list[dict]) -> str:
 
 
 def run(args) -> int:
+    if args.json:
+        check_output_path(args.json, "--json")
     unknown = [m for m in args.models if m not in ZOO]
     if unknown:
         raise AttnxError(f"unknown model(s) {', '.join(unknown)}; expected zoo names ({', '.join(ZOO)})")
@@ -125,5 +127,5 @@ def run(args) -> int:
           f"batch {args.batch}, seed {args.seed}")
     print(table(rows))
     if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
+        write_text(args.json, json.dumps(rows, indent=2) + "\n")
     return 0

@@ -73,9 +73,12 @@ def run(args) -> int:
     import onnxruntime as ort
 
     from attnx.errors import AttnxError
+    from attnx.files import check_output_path, write_text
     from attnx.surgeon import optimize_model
     from attnx.surgeon.shapes import matmul_flops
 
+    if args.json:
+        check_output_path(args.json, "--json")
     try:
         lengths = [int(x) for x in args.lengths.split(",")]
     except ValueError:
@@ -109,6 +112,5 @@ def run(args) -> int:
         print(f"{n:>6} {flops:>10.1f}x {ms['quadratic']:>13.2f} {ms['reassociated']:>12.3f} {ms['hand']:>8.3f} "
               f"{row['speedup']:>8.1f}x {row['vs_hand']:>7.2f}x")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(rows, f, indent=2)
+        write_text(args.json, json.dumps(rows, indent=2) + "\n")
     return 0

@@ -18,6 +18,7 @@ import onnxruntime as ort
 
 from attnx.errors import AttnxError, ModelNotFoundError
 from attnx.exporters.stream import export_stream
+from attnx.files import atomic_output, check_output_path, write_text
 from attnx.models import ZOO, load_model
 
 DESCRIPTION = "decode latency per token and state bytes against position (ONNX Runtime CPU)"
@@ -92,10 +93,14 @@ def plot(rows: list[dict], path: str) -> None:
     ax1.legend()
     fig.suptitle("Decode step vs position, batch 1, ONNX Runtime CPU")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    with atomic_output(path) as staged:
+        fig.savefig(staged, dpi=120)  # the staged name keeps the suffix savefig reads
 
 
 def run(args) -> int:
+    for flag, path in (("--json", args.json), ("--plot", args.plot)):
+        if path:
+            check_output_path(path, flag)
     rows = []
     with tempfile.TemporaryDirectory(prefix="attnx-bench-stream-") as tmp:
         for model in args.models:
@@ -111,7 +116,7 @@ def run(args) -> int:
         print(f"{r['model']:<16} {r['position']:>8} {r['ms_per_token']:>9.3f} {r['latency_ratio']:>8.2f} "
               f"{r['state_bytes'] / 1024:>10.1f} {r['state_ratio']:>8.1f}")
     if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
+        write_text(args.json, json.dumps(rows, indent=2) + "\n")
     if args.plot:
         plot(rows, args.plot)
         print(f"plot written to {args.plot}")

@@ -8,7 +8,7 @@ is not installed (tools/gpu_check.py on a GPU machine) and the CLI reads the def
 import importlib
 
 _HOME = {"DEFAULT_BATCH": "data", "DEFAULT_NEW_TOKENS": "data", "DEFAULT_PROMPT_LENS": "data",
-         "DEFAULT_SEQ_LENS": "data", "check_parity": "parity", "check_stream": "stream", "check_trt": "trt_parity",
+         "DEFAULT_SEED": "data", "DEFAULT_SEQ_LENS": "data", "check_parity": "parity", "check_stream": "stream", "check_trt": "trt_parity",
          "load_onnx": "parity", "OutputResult": "report", "ParityReport": "report", "TOLERANCES": "tolerances"}
 
 __all__ = sorted(_HOME)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -15,7 +14,8 @@ from polygraphy.comparator import Comparator
 from polygraphy.logger import G_LOGGER
 
 from attnx.check.compare import compare_func
-from attnx.check.data import DEFAULT_BATCH, DEFAULT_SEQ_LENS, random_inputs
+from attnx.check.data import DEFAULT_BATCH, DEFAULT_SEED, DEFAULT_SEQ_LENS, random_inputs
+from attnx.check.identity import check_same_model
 from attnx.check.report import OutputResult, ParityReport
 from attnx.check.runners import EagerFloat64Runner
 from attnx.check.tolerances import TOLERANCES
@@ -23,6 +23,8 @@ from attnx.errors import BackendUnavailableError, InputError, OnnxFileError
 from attnx.exporters.functions import verify_local_functions
 from attnx.models.zoo import LoadedModel
 from attnx.ops import register_onnx_schemas
+from attnx.surgeon.graph import read_model, validate_input_model
+from attnx.surgeon.retarget import TRT_DOMAIN
 
 _ONNX_DTYPE = {onnx.TensorProto.FLOAT: "fp32", onnx.TensorProto.FLOAT16: "fp16", onnx.TensorProto.BFLOAT16: "bf16"}
 
@@ -30,15 +32,10 @@ _ONNX_DTYPE = {onnx.TensorProto.FLOAT: "fp32", onnx.TensorProto.FLOAT16: "fp16",
 def load_onnx(path: str | Path) -> onnx.ModelProto:
     """Read and check an ONNX file; a missing or malformed file says what is wrong with it."""
     path = Path(path)
-    if not path.is_file():
-        raise OnnxFileError(f"ONNX file {str(path)!r} does not exist")
-    try:
-        model = onnx.load(path)
-    except Exception as exc:
-        raise OnnxFileError(f"{path} is not a readable ONNX model: expected a serialized ModelProto, "
-                            f"the parser said: {exc}") from exc
+    model = read_model(path)
     if not model.graph.node:
         raise OnnxFileError(f"{path} holds no graph nodes: expected an exported model")
+    validate_input_model(model, path)
     register_onnx_schemas()
     try:
         onnx.checker.check_model(model)
@@ -62,15 +59,6 @@ def model_dtype(model: onnx.ModelProto) -> str:
     return "fp32"
 
 
-def check_same_weights(model: onnx.ModelProto, loaded: LoadedModel, path) -> None:
-    """Refuse to compare a file with a model whose weights are not the ones it was exported from."""
-    exported = {p.key: p.value for p in model.metadata_props}.get("attnx.weights_sha256")
-    if exported is not None and exported != loaded.fingerprint():
-        raise InputError(f"{path} was exported from other weights than {loaded.name} has now (weights sha256 "
-                         f"{exported[:12]}… in the file, {loaded.fingerprint()[:12]}… in the model): a factory "
-                         "must build the same weights every call (seed it), or the file is from another model")
-
-
 def _declared_shapes(model: onnx.ModelProto) -> dict[str, list]:
     return {i.name: [d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim] for i in model.graph.input}
 
@@ -86,6 +74,12 @@ def _check_inputs_match(model: onnx.ModelProto, loaded: LoadedModel, path) -> li
             raise InputError(f"input {name!r}: the ONNX file expects rank {len(declared[name])} "
                              f"{declared[name]}, the model {loaded.name} takes rank {example.dim()} "
                              f"{list(example.shape)}")
+    elem_types = {i.name: i.type.tensor_type.elem_type for i in model.graph.input}
+    for name, example in zip(names, loaded.example_inputs):
+        file_dtype = onnx.helper.tensor_dtype_to_np_dtype(elem_types[name])
+        if (file_dtype.kind == "f") != example.is_floating_point():
+            raise InputError(f"input {name!r}: the ONNX file expects {file_dtype}, the model {loaded.name} takes "
+                             f"{str(example.dtype).removeprefix('torch.')}")
     return names
 
 
@@ -113,8 +107,8 @@ def parity_case(model: onnx.ModelProto, onnx_path, loaded: LoadedModel, seq_lens
     if not seq_lens or any(n < 1 for n in seq_lens) or batch < 1:
         raise InputError(f"sequence lengths and batch must be >= 1, got seq_lens {seq_lens}, batch {batch}")
     names = _check_inputs_match(model, loaded, onnx_path)
-    check_same_weights(model, loaded, onnx_path)
-    seed = int.from_bytes(os.urandom(4), "little") if seed is None else seed
+    check_same_model(model, loaded, onnx_path)
+    seed = DEFAULT_SEED if seed is None else seed
     generator = torch.Generator().manual_seed(seed)
     vocab = getattr(loaded.module, "vocab_size", None)
     input_meta = {i.name: (onnx.helper.tensor_dtype_to_np_dtype(i.type.tensor_type.elem_type),
@@ -136,7 +130,13 @@ def compare_with_eager(runner, case: ParityCase, loaded: LoadedModel, onnx_path,
     eager = EagerFloat64Runner(loaded.module, case.input_meta, case.output_names)
     tol = case.tol
     with G_LOGGER.verbosity(G_LOGGER.ERROR):
-        results = Comparator.run([runner, eager], data_loader=case.feeds)
+        try:
+            results = Comparator.run([runner, eager], data_loader=case.feeds)
+        except Exception:
+            with eager:  # the backend failed first: an InputError here when the model rejects the inputs too
+                for feed in case.feeds:
+                    eager.infer(feed)
+            raise
         accuracy = Comparator.compare_accuracy(results, comparisons=[(0, 1)], compare_func=compare_func(tol))
     iterations = next(iter(accuracy[0].values()))
     outputs = []
@@ -160,6 +160,11 @@ def check_parity(onnx_path: str | Path, loaded: LoadedModel, *, seq_lens: Sequen
         raise BackendUnavailableError(
             "ONNX Runtime's CPU provider has no bfloat16 kernels (MatMul, LayerNorm); a bf16 file needs "
             "a GPU backend: check it with --backend trt on a machine with TensorRT")
+    plugin_ops = sorted({n.op_type for n in model.graph.node if n.domain == TRT_DOMAIN})
+    if plugin_ops:
+        raise OnnxFileError(f"{onnx_path}: expected a file ONNX Runtime runs (attnx, ort or portable form), found "
+                            f"the TensorRT form (nodes {', '.join(plugin_ops)} in domain {TRT_DOMAIN}): check it "
+                            "with --backend trt, or check the file `optimize --target trt` was given")
     case = parity_case(model, onnx_path, loaded, seq_lens, batch, seed)
     onnxrt = OnnxrtRunner(SessionFromOnnx(model.SerializeToString(), providers=["cpu"]), name="onnxruntime-cpu")
     return compare_with_eager(onnxrt, case, loaded, onnx_path, "onnxruntime-cpu", progress)

@@ -4,7 +4,33 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from pathlib import Path
+
+from attnx.files import write_text
+
+NON_FINITE_FLAG = "non_finite_as_null"  # set in a report where a NaN or ±Inf was written as null
+
+
+def _finite_or_none(value, found: list):
+    if isinstance(value, float) and not math.isfinite(value):
+        found.append(value)
+        return None
+    if isinstance(value, dict):
+        return {k: _finite_or_none(v, found) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_or_none(v, found) for v in value]
+    return value
+
+
+def strict_json(report: dict) -> str:
+    """`report` as strict JSON (RFC 8259 has no NaN or Infinity): each non-finite number becomes null,
+    and the top level then says so with `"non_finite_as_null": true`."""
+    found: list = []
+    clean = _finite_or_none(report, found)
+    if found:
+        clean[NON_FINITE_FLAG] = True
+    return json.dumps(clean, indent=2, allow_nan=False) + "\n"
 
 
 @dataclasses.dataclass
@@ -43,7 +69,7 @@ class ParityReport:
                 "dtype": self.dtype, "seed": self.seed}
 
     def write_json(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_json(), indent=2) + "\n")
+        write_text(path, strict_json(self.to_json()))
 
     def to_text(self) -> str:
         lines = [f"parity: {self.onnx_path} on {self.backend} vs {self.reference} ({self.model}, {self.dtype}, "

@@ -11,6 +11,8 @@ import torch
 from polygraphy.backend.base import BaseRunner
 from polygraphy.common import TensorMetadata
 
+from attnx.errors import InputError
+
 
 class EagerFloat64Runner(BaseRunner):
     """Runs a torch module in float64 on the CPU; outputs named after the ONNX graph's outputs.
@@ -40,13 +42,19 @@ class EagerFloat64Runner(BaseRunner):
             t = torch.from_numpy(np.asarray(feed_dict[name]))
             args.append(t.double() if t.is_floating_point() else t)
         start = time.perf_counter()
-        with torch.no_grad():
-            out = self.module64(*args)
+        try:
+            with torch.no_grad():
+                out = self.module64(*args)
+        except Exception as exc:  # the model's own limits: a positional table, a vocabulary, a shape
+            shapes = ", ".join(f"{n} {list(a.shape)}" for n, a in zip(self.input_names, args))
+            raise InputError(f"expected inputs the eager model accepts, found that it raises on {shapes}: "
+                             f"{type(exc).__name__}: {exc}") from exc
         self.inference_time = time.perf_counter() - start
         outs = out if isinstance(out, (tuple, list)) else (out,)
-        if len(outs) != len(self.output_names):
-            raise ValueError(f"the eager model returned {len(outs)} outputs, the ONNX graph has "
-                             f"{len(self.output_names)} ({', '.join(self.output_names)})")
+        if len(outs) != len(self.output_names) or not all(isinstance(o, torch.Tensor) for o in outs):
+            raise InputError(f"expected the eager model to return {len(self.output_names)} tensor(s) like the ONNX "
+                             f"graph ({', '.join(self.output_names)}), found {len(outs)} of "
+                             f"{', '.join(sorted({type(o).__name__ for o in outs}))}")
         return OrderedDict((n, o.detach().double().numpy()) for n, o in zip(self.output_names, outs))
 
     def deactivate_impl(self):

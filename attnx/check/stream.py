@@ -9,7 +9,6 @@ the file's dtype tolerance). The reference for both is the full eager model in f
 from __future__ import annotations
 
 import copy
-import os
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -19,8 +18,9 @@ from polygraphy.backend.onnxrt import SessionFromOnnx
 from polygraphy.logger import G_LOGGER
 
 from attnx.check.compare import compare
-from attnx.check.data import DEFAULT_BATCH, DEFAULT_NEW_TOKENS, DEFAULT_PROMPT_LENS
-from attnx.check.parity import check_same_weights, load_onnx, model_dtype
+from attnx.check.data import DEFAULT_BATCH, DEFAULT_NEW_TOKENS, DEFAULT_PROMPT_LENS, DEFAULT_SEED
+from attnx.check.identity import MODEL_KEY, check_same_model, model_record
+from attnx.check.parity import load_onnx, model_dtype
 from attnx.check.report import OutputResult, ParityReport
 from attnx.check.tolerances import TOLERANCES, Tolerance
 from attnx.errors import BackendUnavailableError, InputError
@@ -94,8 +94,12 @@ def check_stream(loaded: LoadedModel, prefill_path: str | Path, decode_path: str
                  progress: Callable[[str], None] = lambda msg: None) -> list[ParityReport]:
     """[eager float64 stream report, ONNX Runtime stream report] against the full float64 model."""
     prefill, decode = load_onnx(prefill_path), load_onnx(decode_path)
-    check_same_weights(prefill, loaded, prefill_path)
-    check_same_weights(decode, loaded, decode_path)
+    check_same_model(prefill, loaded, prefill_path)
+    if model_record(decode) != model_record(prefill):
+        names = [model_record(m).get(MODEL_KEY, "no name") for m in (decode, prefill)]
+        raise InputError(f"{decode_path} records another model or other weights than {prefill_path} ({names[0]} "
+                         f"and {names[1]}, fingerprints differ): not a prefill/decode pair of one model")
+    check_same_model(decode, loaded, decode_path)
     dtype = model_dtype(prefill)
     if dtype == "bf16":
         raise BackendUnavailableError("ONNX Runtime's CPU provider has no bfloat16 kernels; a bf16 stream "
@@ -106,7 +110,7 @@ def check_stream(loaded: LoadedModel, prefill_path: str | Path, decode_path: str
     lm64 = copy.deepcopy(streamable(loaded)).double().eval()
     with G_LOGGER.verbosity(G_LOGGER.ERROR):
         ort_stream = OrtStream(prefill_path, decode_path)
-    seed = int.from_bytes(os.urandom(4), "little") if seed is None else seed
+    seed = DEFAULT_SEED if seed is None else seed
     generator = torch.Generator().manual_seed(seed)
     eager_rows, ort_rows = [], []
     for n in prompt_lens:

@@ -9,6 +9,7 @@ from attnx.cli.check import check_step
 from attnx.cli.export import export_step
 from attnx.cli.options import (MODEL_HELP, TRACE_LEN, add_check_options, add_export_options, add_plugin_library,
                                add_seq_lens, seq_lens)
+from attnx.files import atomic_output, check_output_folder, check_output_path, folder_lock
 
 
 def add_parser(subparsers) -> None:
@@ -39,7 +40,8 @@ def _optimize(onnx_path: Path, out: Path, progress) -> None:
 
     with progress.step(f"optimize {onnx_path} → {out} (all passes, ort form)"):
         optimized, reports = optimize_model(onnx.load(onnx_path), "ort")
-        onnx.save(optimized, out)
+        with atomic_output(out) as staged:
+            onnx.save(optimized, staged)
         for r in reports:
             changes = [d["change"] for d in r.details if d["rewritten"]]
             progress.note(f"{r.name}: matched {r.matched}, rewritten {r.rewritten}"
@@ -47,6 +49,7 @@ def _optimize(onnx_path: Path, out: Path, progress) -> None:
 
 
 def run(args) -> int:
+    from attnx.check.identity import FROM_COMMAND_LINE
     from attnx.errors import BackendUnavailableError
     from attnx.models import load_model
     from attnx.plugins.engine import require_tensorrt
@@ -58,19 +61,26 @@ def run(args) -> int:
     except BackendUnavailableError as exc:
         no_trt = str(exc)
     progress = Progress(3 if no_trt else 4)
-    out_dir, name = Path(args.output), _name(args.model)
+    out_dir, name = check_output_folder(args.output, "-o"), _name(args.model)
     onnx_path, optimized_path = out_dir / f"{name}.onnx", out_dir / f"{name}.optimized.onnx"
-    loaded = load_model(args.model, batch=args.batch, seq_len=TRACE_LEN)  # one model for every step
-    export_step(loaded, onnx_path, progress, dtype=args.dtype, opset=args.opset, batch=args.batch,
-                trace_len=TRACE_LEN)
-    _optimize(onnx_path, optimized_path, progress)
+    ort_json = check_output_path(args.json, "--json") if args.json else out_dir / f"{name}.parity.json"
+    trt_json = out_dir / f"{name}.trt-parity.json"
+    for path in (onnx_path, optimized_path, ort_json, trt_json):  # every output, before any work
+        check_output_path(path, "convert output", make_parents=True)
+    # one convert at a time per folder: a second one waits, and never reads this one's files
+    with folder_lock(out_dir, progress.note):
+        progress.note(f"checking against model {args.model} ({FROM_COMMAND_LINE})")
+        loaded = load_model(args.model, batch=args.batch, seq_len=TRACE_LEN)  # one model for every step
+        export_step(loaded, onnx_path, progress, dtype=args.dtype, opset=args.opset, batch=args.batch,
+                    trace_len=TRACE_LEN)
+        _optimize(onnx_path, optimized_path, progress)
 
-    def check(backend: str, json_path) -> int:
-        return check_step(optimized_path, loaded, progress, backend=backend, seq_lens=seq_lens(args),
-                          batch=args.batch, seed=args.seed, plugins=args.plugins, json_path=json_path)
+        def check(backend: str, json_path) -> int:
+            return check_step(optimized_path, loaded, progress, backend=backend, seq_lens=seq_lens(args),
+                              batch=args.batch, seed=args.seed, plugins=args.plugins, json_path=json_path)
 
-    status = check("ort", args.json or out_dir / f"{name}.parity.json")
-    if no_trt:  # the engine rung of the ladder: said, never skipped silently
-        progress.note(f"engine check not run: {no_trt}")
-        return status
-    return max(status, check("trt", out_dir / f"{name}.trt-parity.json"))
+        status = check("ort", ort_json)
+        if no_trt:  # the engine rung of the ladder: said, never skipped silently
+            progress.note(f"engine check not run: {no_trt}")
+            return status
+        return max(status, check("trt", trt_json))

@@ -19,9 +19,14 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
+    from attnx.exporters.stream import stream_paths
+    from attnx.files import check_output_path
     from attnx.models import load_model
     from attnx.progress import Progress
 
+    outputs = [args.output] if args.mode == "full" else stream_paths(args.output, args.mode).values()
+    for path in outputs:  # before the model is built: a bad path costs nothing
+        check_output_path(path, "-o", make_parents=True)
     loaded = load_model(args.model, batch=args.batch, seq_len=args.trace_len)
     export_step(loaded, Path(args.output), Progress(1), dtype=args.dtype, opset=args.opset, batch=args.batch,
                 trace_len=args.trace_len, mode=args.mode)

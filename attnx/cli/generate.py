@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from attnx.cli.options import add_export_options, add_plugin_library, add_seed
+from attnx.cli.options import add_export_options, add_plugin_library, add_seed, at_least
 
 
 def add_parser(subparsers) -> None:
@@ -11,8 +11,8 @@ def add_parser(subparsers) -> None:
     p = subparsers.add_parser("generate", help="greedy decoding with the prefill and decode graphs in ONNX Runtime")
     p.add_argument("model", nargs="?", default=DEFAULT_MODEL,
                    help=f"a causal zoo language model (default {DEFAULT_MODEL})")
-    p.add_argument("--prompt-len", type=int, default=16, help="random prompt length (default 16)")
-    p.add_argument("--new-tokens", type=int, default=32, help="tokens to generate (default 32)")
+    p.add_argument("--prompt-len", type=at_least(1), default=16, help="random prompt length (default 16)")
+    p.add_argument("--new-tokens", type=at_least(1), default=32, help="tokens to generate (default 32)")
     p.add_argument("--backend", choices=["ort", "trt"], default="ort",
                    help="ort: ONNX Runtime CPU (default); trt: TensorRT engines with the plugin library")
     add_plugin_library(p, use="for --backend trt")

@@ -5,21 +5,19 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from attnx.errors import AttnxError, OnnxFileError
+from attnx.errors import AttnxError
+from attnx.files import atomic_outputs, check_output_path
 
 DEFAULT_FLOPS_SEQ_LEN = 4096
 
 
 def _load(path: Path):
-    """The ModelProto at `path`; a missing or malformed file is an OnnxFileError saying which."""
-    import onnx
+    """The ModelProto at `path`; a file the passes cannot take is an OnnxFileError saying why."""
+    from attnx.surgeon.graph import read_model, validate_input_model
 
-    if not path.is_file():
-        raise OnnxFileError(f"expected an ONNX file at {path}, found {'a folder' if path.exists() else 'nothing'}")
-    try:
-        return onnx.load(path)
-    except Exception as exc:  # protobuf's DecodeError and onnx's own errors
-        raise OnnxFileError(f"{path} is not a readable ONNX model (expected a serialized ModelProto): {exc}") from exc
+    model = read_model(path)
+    validate_input_model(model, path)
+    return model
 
 
 def _parse_passes(text: str | None) -> list[str] | None:
@@ -40,15 +38,22 @@ def run(args) -> int:
 
     if args.flops_seq_len < 1:
         raise AttnxError(f"--flops-seq-len must be >= 1, got {args.flops_seq_len}")
+    out = check_output_path(args.output, "-o", make_parents=True)  # both outputs, before any work
+    report_path = check_output_path(args.report, "--report") if args.report else None
     model = _load(Path(args.input))
     optimized, reports = optimize_model(model, "ort", _parse_passes(args.passes))
     final = retarget(optimized, args.target)
     # the cost of a fused node is that of its function body, so count on the attnx form
     before, unresolved_before = matmul_flops(model, args.flops_seq_len)
     after, unresolved_after = matmul_flops(optimized, args.flops_seq_len)
-    out = Path(args.output)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save(final, out)
+    report = {"passes": [r.to_json() for r in reports], "flops_before": before, "flops_after": after,
+              "flops_seq_len": args.flops_seq_len, "target": args.target}
+    if unresolved_before or unresolved_after:
+        report["flops_unresolved_nodes"] = {"before": unresolved_before, "after": unresolved_after}
+    with atomic_outputs(out, *([report_path] if report_path else [])) as staged:  # both land, or neither
+        onnx.save(final, staged[0])
+        if report_path:
+            staged[1].write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     for r in reports:
         print(f"{r.name:<30} matched {r.matched}, rewritten {r.rewritten}")
         for d in r.details:
@@ -56,12 +61,6 @@ def run(args) -> int:
     ratio = f" ({before / after:.1f}x fewer)" if after else ""
     print(f"MatMul/Einsum FLOPs at N = {args.flops_seq_len}, batch 1: {before:.3g} → {after:.3g}{ratio}")
     print(f"wrote {out} ({args.target} form)")
-    if args.report:
-        report = {"passes": [r.to_json() for r in reports], "flops_before": before, "flops_after": after,
-                  "flops_seq_len": args.flops_seq_len, "target": args.target}
-        if unresolved_before or unresolved_after:
-            report["flops_unresolved_nodes"] = {"before": unresolved_before, "after": unresolved_after}
-        Path(args.report).write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
     return 0
 
 

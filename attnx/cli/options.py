@@ -11,13 +11,40 @@ import argparse
 MODEL_HELP = "a zoo name (see `attnx zoo`) or path/file.py:factory returning (module, example_inputs)"
 # the example an export traces; both >= 2, since torch.export specialises sizes of 1
 TRACE_LEN, TRACE_BATCH = 32, 2
+SEED_LIMIT = 2**63  # torch.Generator.manual_seed takes seeds below this
+
+
+def at_least(low: int):
+    """An argparse type: an integer >= `low`; anything else is a usage error (exit 2) saying so."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {low}, found {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {low}, found {value}")
+        return value
+
+    parse.__name__ = f"integer >= {low}"
+    return parse
+
+
+def seed_value(text: str) -> int:
+    """An argparse type: a seed in [0, 2**63)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer seed in [0, 2**63), found {text!r}") from None
+    if not 0 <= value < SEED_LIMIT:
+        raise argparse.ArgumentTypeError(f"expected an integer seed in [0, 2**63), found {value}")
+    return value
 
 
 def add_trace_options(p: argparse.ArgumentParser) -> None:
     """--seq-len (dest trace_len) and --batch of the traced example."""
-    p.add_argument("--seq-len", dest="trace_len", type=int, default=TRACE_LEN,
+    p.add_argument("--seq-len", dest="trace_len", type=at_least(2), default=TRACE_LEN,
                    help=f"sequence length traced (>= 2; the exported sequence axis is dynamic; default {TRACE_LEN})")
-    p.add_argument("--batch", type=int, default=TRACE_BATCH,
+    p.add_argument("--batch", type=at_least(2), default=TRACE_BATCH,
                    help=f"batch traced (>= 2; the exported batch axis is dynamic; default {TRACE_BATCH})")
 
 
@@ -44,7 +71,7 @@ def add_seq_lens(p: argparse.ArgumentParser, *, stream: bool = False) -> None:
                 f"stream {_lens(DEFAULT_PROMPT_LENS)})")
     else:
         text = f"a length to check; repeat (default {_lens(DEFAULT_SEQ_LENS)})"
-    p.add_argument("--seq-len", type=int, action="append", help=text)
+    p.add_argument("--seq-len", type=at_least(1), action="append", help=text)
 
 
 def seq_lens(args: argparse.Namespace) -> list[int]:
@@ -61,19 +88,18 @@ def prompt_lens(args: argparse.Namespace) -> list[int]:
     return list(args.seq_len or DEFAULT_PROMPT_LENS)
 
 
-def add_seed(p: argparse.ArgumentParser, *, default: int | None, of: str) -> None:
-    """--seed of the random `of`; None draws a fresh one (printed in the report)."""
-    shown = "fresh, printed" if default is None else default
-    p.add_argument("--seed", type=int, default=default, help=f"seed of {of} (default: {shown})")
+def add_seed(p: argparse.ArgumentParser, *, default: int, of: str) -> None:
+    """--seed of the random `of`: fixed by default, so that a rerun repeats a run (printed in the report)."""
+    p.add_argument("--seed", type=seed_value, default=default, help=f"seed of {of} (default {default})")
 
 
 def add_check_options(p: argparse.ArgumentParser) -> None:
     """--batch and --seed of a parity run's random inputs, and --json for its report."""
-    from attnx.check import DEFAULT_BATCH
+    from attnx.check import DEFAULT_BATCH, DEFAULT_SEED
 
-    p.add_argument("--batch", type=int, default=DEFAULT_BATCH,
+    p.add_argument("--batch", type=at_least(1), default=DEFAULT_BATCH,
                    help=f"batch size of the random inputs (default {DEFAULT_BATCH})")
-    add_seed(p, default=None, of="the random inputs")
+    add_seed(p, default=DEFAULT_SEED, of="the random inputs")
     p.add_argument("--json", metavar="PATH", default=None, help="also write the report as JSON")
 
 

@@ -19,6 +19,7 @@ from onnxscript import values
 
 import attnx
 from attnx.errors import ExportError
+from attnx.files import atomic_output, check_output_path
 from attnx.exporters import rotary
 from attnx.exporters.functions import attach_local_functions
 from attnx.models.zoo import LoadedModel
@@ -75,8 +76,24 @@ def export(model: LoadedModel, path: str | Path, *, dtype: str = "fp32", opset: 
     """LoadedModel → attnx-form ONNX file at `path`; returns the saved ModelProto.
 
     `opset` None picks `default_opset(module)`. `mode` (full, prefill, decode) is recorded in
-    the file's metadata with the model's name.
+    the file's metadata with the model's name. `path` is checked before the export starts, and the
+    file lands whole or not at all (attnx.files).
     """
+    check_output_path(path, "ONNX output", make_parents=True)
+    proto = to_onnx(model, dtype=dtype, opset=opset, mode=mode)
+    save_onnx(proto, path)
+    return proto
+
+
+def save_onnx(proto: onnx.ModelProto, path: str | Path) -> None:
+    """Write `proto` to `path` atomically, with any external data file beside it."""
+    with atomic_output(path) as staged:
+        onnx.save(proto, staged)
+
+
+def to_onnx(model: LoadedModel, *, dtype: str = "fp32", opset: int | None = None,
+            mode: str = "full") -> onnx.ModelProto:
+    """LoadedModel → the checked attnx-form ModelProto that `export` writes; writes nothing."""
     opset = default_opset(model.module) if opset is None else opset
     if dtype not in DTYPES:
         raise ExportError(f"dtype {dtype!r} is not supported; expected one of {', '.join(DTYPES)}")
@@ -110,14 +127,11 @@ def export(model: LoadedModel, path: str | Path, *, dtype: str = "fp32", opset: 
     proto = attach_local_functions(program.model_proto)
     _check_dynamic(proto, axes)
     meta = {"attnx.version": attnx.__version__, "attnx.model": model.name, "attnx.mode": mode, "attnx.dtype": dtype,
-            "attnx.weights_sha256": model.fingerprint(),
+            **model.fingerprint(),  # architecture and weights: check tells another model from a failure
             "attnx.export_seq_len": str(next((inputs[0].shape[axis] for axis, name in axes[0].items()
                                               if name == "seq"), 0))}
     for key, value in meta.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
     onnx.checker.check_model(proto)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save(proto, path)
     return proto

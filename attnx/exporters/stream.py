@@ -14,7 +14,8 @@ from pathlib import Path
 import onnx
 import onnx_graphsurgeon as gs
 
-from attnx.exporters.onnx_export import export
+from attnx.exporters.onnx_export import to_onnx
+from attnx.files import atomic_outputs, check_output_path
 from attnx.models.streaming import decode_model, prefill_model
 from attnx.models.zoo import LoadedModel
 
@@ -32,13 +33,22 @@ def stream_paths(path: str | Path, mode: str) -> dict[str, Path]:
 
 def export_stream(loaded: LoadedModel, path: str | Path, mode: str, *, dtype: str = "fp32",
                   opset: int | None = None) -> dict[str, Path]:
-    """Export the prefill graph, the decode graph, or both; returns {mode: path}."""
+    """Export the prefill graph, the decode graph, or both; returns {mode: path}.
+
+    The paths are checked before the export starts; both graphs land together or neither does."""
     paths = stream_paths(path, mode)
-    for graph_mode, graph_path in paths.items():
+    for graph_path in paths.values():
+        check_output_path(graph_path, "ONNX output", make_parents=True)
+    protos = []
+    for graph_mode in paths:
         wrapped = prefill_model(loaded) if graph_mode == "prefill" else decode_model(loaded)
-        proto = export(wrapped, graph_path, dtype=dtype, opset=opset, mode=graph_mode)
-        if graph_mode == "decode" and cache_into_attention(proto):
-            onnx.save(proto, graph_path)
+        proto = to_onnx(wrapped, dtype=dtype, opset=opset, mode=graph_mode)
+        if graph_mode == "decode":
+            cache_into_attention(proto)
+        protos.append(proto)
+    with atomic_outputs(*paths.values()) as staged:
+        for proto, staged_path in zip(protos, staged):
+            onnx.save(proto, staged_path)
     return paths
 
 
@@ -74,6 +84,7 @@ def cache_into_attention(model: onnx.ModelProto) -> int:
     if rewritten:
         graph.cleanup().toposort()
         exported = gs.export_onnx(graph)
+        exported.metadata_props.extend(model.metadata_props)  # the model's name and fingerprint stay
         onnx.checker.check_model(exported)
         model.CopyFrom(exported)
     return rewritten

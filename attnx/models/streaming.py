@@ -47,6 +47,11 @@ class Prefill(nn.Module):
         super().__init__()
         self.lm = lm
 
+    @property
+    def wrapped(self) -> TinyLM:
+        """The model this graph is part of: its file records that model's fingerprint."""
+        return self.lm
+
     def forward(self, input_ids):
         x, states = self.lm.embed(input_ids), []
         for block in self.lm.blocks:
@@ -62,6 +67,11 @@ class Decode(nn.Module):
         super().__init__()
         self.lm = lm
         self.per_layer = [len(b.attention.state_names) for b in lm.blocks]
+
+    @property
+    def wrapped(self) -> TinyLM:
+        """The model this graph is part of: its file records that model's fingerprint."""
+        return self.lm
 
     def forward(self, input_ids, *states):
         x, out, at = self.lm.embed(input_ids), [], 0

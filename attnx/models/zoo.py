@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
 import importlib.util
 from pathlib import Path
 from typing import Callable
@@ -19,7 +18,8 @@ from typing import Callable
 import torch
 from torch import nn
 
-from attnx.errors import ModelNotFoundError
+from attnx.errors import ModelFactoryError, ModelNotFoundError
+from attnx.models.fingerprint import fingerprint
 from attnx.models.flash import FLASH
 from attnx.models.gau import GAU
 from attnx.models.linear_attention import LinearAttention
@@ -114,14 +114,14 @@ class LoadedModel:
             return self.dynamic_axes
         return tuple({0: "batch", 1: "seq"} if t.dim() >= 2 else {0: "batch"} for t in self.example_inputs)
 
-    def fingerprint(self) -> str:
-        """sha256 of the weights' values and shapes in state_dict order (names left out, so a
-        wrapper such as the streaming Prefill has the fingerprint of the model it wraps)."""
-        digest = hashlib.sha256()
-        for tensor in self.module.state_dict().values():
-            digest.update(str(tuple(tensor.shape)).encode())
-            digest.update(tensor.detach().float().contiguous().numpy().tobytes())
-        return digest.hexdigest()
+    def identity_module(self) -> nn.Module:
+        """The module a file records: the model a wrapper (`wrapped`, as the streaming Prefill and
+        Decode have) is part of, else the module itself."""
+        return getattr(self.module, "wrapped", self.module)
+
+    def fingerprint(self) -> dict[str, str]:
+        """{metadata key: sha256} of the architecture and of the weights (attnx/models/fingerprint.py)."""
+        return fingerprint(self.identity_module())
 
     def input_names(self) -> list[str]:
         if self.input_names_override is not None:
@@ -148,13 +148,36 @@ def load_model(ref: str, *, batch: int = 2, seq_len: int = 32) -> LoadedModel:
         raise ModelNotFoundError(f"model file {path!r} does not exist (from {ref!r})")
     spec = importlib.util.spec_from_file_location(Path(path).stem, path)
     mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    try:
+        spec.loader.exec_module(mod)
+    except Exception as exc:  # a SyntaxError, an ImportError, whatever the file's top level raises
+        raise ModelFactoryError(f"{path}: expected a Python file that imports, found that importing it raises "
+                                f"{type(exc).__name__}: {exc}") from exc
     factory = getattr(mod, factory_name, None)
     if not callable(factory):
         raise ModelNotFoundError(f"{path} has no function {factory_name!r}")
-    result = factory()
-    if not (isinstance(result, tuple) and len(result) == 2 and isinstance(result[0], nn.Module)):
-        raise ModelNotFoundError(f"{ref}: factory must return (module, example_inputs), got {type(result).__name__}")
-    module, inputs = result
-    inputs = (inputs,) if isinstance(inputs, torch.Tensor) else tuple(inputs)
+    try:
+        result = factory()
+    except Exception as exc:
+        raise ModelFactoryError(f"{ref}: expected the factory to return (module, example_inputs), found that "
+                                f"it raises {type(exc).__name__}: {exc}") from exc
+    module, inputs = _factory_result(ref, result)
     return LoadedModel(ref, module.eval(), inputs)
+
+
+def _factory_result(ref: str, result) -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
+    """(module, example_inputs) from what a factory returned; anything else says what it found."""
+    if not (isinstance(result, tuple) and len(result) == 2):
+        found = f"a tuple of {len(result)}" if isinstance(result, tuple) else f"a {type(result).__name__}"
+        raise ModelFactoryError(f"{ref}: expected the factory to return (module, example_inputs), found {found}")
+    module, inputs = result
+    if not isinstance(module, nn.Module):
+        raise ModelFactoryError(f"{ref}: expected a torch.nn.Module first in what the factory returns, found a "
+                                f"{type(module).__name__}")
+    inputs = (inputs,) if isinstance(inputs, torch.Tensor) else inputs
+    if not isinstance(inputs, (tuple, list)) or not inputs or not all(isinstance(t, torch.Tensor) for t in inputs):
+        found = (f"a {type(inputs).__name__}" if not isinstance(inputs, (tuple, list)) else
+                 "an empty sequence" if not inputs else
+                 f"a sequence holding {', '.join(sorted({type(t).__name__ for t in inputs}))}")
+        raise ModelFactoryError(f"{ref}: expected example_inputs to be a tensor or a tuple of tensors, found {found}")
+    return module, tuple(inputs)

@@ -6,6 +6,10 @@ returns the library's path. The default output is `build/trt_plugins/` in the re
 interpreter (CMake's ATTNX_PYTHON): the plugins' field layer is generated from the op registry into
 the build folder's attnx_generated/, never into the repository.
 
+Builds into one folder take turns (a lock on the folder; a second build says it is waiting), and
+CMake links the library into the folder's `.attnx-link/`, from where it lands at `<folder>/<library>`
+whole (attnx.files): a process loading the library never sees a half-linked file.
+
 `build_emulated_kernels()` builds trt_plugins/emulation: the same kernel sources compiled by the
 host compiler onto the CPU emulator (`libattnx_kernels_emulated.so`, for `tools/gpu_check.py
 --emulate`); it needs CUDA's headers but not nvcc's device compilation, a GPU or TensorRT.
@@ -24,6 +28,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from attnx.errors import BackendUnavailableError, AttnxError
+from attnx.files import atomic_output, check_output_folder, folder_lock
 from attnx.plugins import headers
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -35,6 +40,7 @@ DEFAULT_EMULATED_BUILD_DIR = REPO_ROOT / "build" / "kernels-emulated"
 DEFAULT_ARCHS = ("80", "86", "87", "89", "90")
 MIN_ARCH = 80
 NVCC_CANDIDATES = ("/usr/local/bin/nvcc", "/usr/local/cuda/bin/nvcc")
+LINK_DIR = ".attnx-link"  # in the build folder: where CMake links, before the library lands
 
 
 class BuildError(AttnxError):
@@ -124,28 +130,34 @@ def _require_sources(source_dir: Path) -> None:
 def _cmake_build(cmake: str, source_dir: Path, out: Path, defines: list[str], library: str,
                  log: Callable[[str], None], jobs: int | None) -> Path:
     """Configure `source_dir` into `out` with `defines` (and this interpreter as ATTNX_PYTHON, which
-    generates the field layer), build, and return `out/library`."""
-    out.mkdir(parents=True, exist_ok=True)
-    start = time.monotonic()
-    _run([cmake, "-S", str(source_dir), "-B", str(out), *defines, f"-DATTNX_PYTHON={sys.executable}",
-          "-DCMAKE_BUILD_TYPE=Release"], log, "cmake configure")
-    _run([cmake, "--build", str(out), "-j", str(jobs or os.cpu_count() or 2)], log, "cmake build")
-    lib = out / library
-    if not lib.is_file():
-        raise BuildError(f"the build finished but {lib} does not exist")
-    log(f"[attnx] built {lib} in {time.monotonic() - start:.1f} s")
-    return lib
+    generates the field layer), build, land the library atomically and return `out/library`.
+
+    One build at a time per folder: the folder is locked for the whole configure, build and landing."""
+    with folder_lock(out, lambda message: log(f"[attnx] {message}")):
+        start = time.monotonic()
+        link_dir = out.resolve() / LINK_DIR  # CMake reads a relative path against the build folder
+        _run([cmake, "-S", str(source_dir), "-B", str(out), *defines, f"-DATTNX_PYTHON={sys.executable}",
+              f"-DCMAKE_LIBRARY_OUTPUT_DIRECTORY={link_dir}", "-DCMAKE_BUILD_TYPE=Release"], log, "cmake configure")
+        _run([cmake, "--build", str(out), "-j", str(jobs or os.cpu_count() or 2)], log, "cmake build")
+        linked = link_dir / library
+        if not linked.is_file():
+            raise BuildError(f"the build finished but {linked} does not exist")
+        lib = out / library
+        with atomic_output(lib) as staged:  # copied, not moved: the next build stays incremental
+            shutil.copy2(linked, staged)
+        log(f"[attnx] built {lib} in {time.monotonic() - start:.1f} s")
+        return lib
 
 
 def build_library(archs: Sequence[str | int] = DEFAULT_ARCHS, out_dir: str | Path | None = None,
                   log: Callable[[str], None] = print, jobs: int | None = None) -> Path:
     """Configure and build the plugin library; returns the path of libattnx_plugins.so."""
     _require_sources(SOURCE_DIR)
+    out = check_output_folder(out_dir if out_dir is not None else DEFAULT_BUILD_DIR, "plugin build folder")
     cmake = find_cmake()
     nvcc = find_nvcc()
     arch_list = _normalise_archs(archs)
     inc = headers.include_dir(log)
-    out = Path(out_dir) if out_dir is not None else DEFAULT_BUILD_DIR
     log(f"[attnx] building {LIBRARY_NAME} for sm_{', sm_'.join(arch_list)} in {out} (TensorRT headers: {inc})")
     return _cmake_build(cmake, SOURCE_DIR, out, [f"-DTRT_INCLUDE_DIR={inc}",
                                           f"-DCMAKE_CUDA_ARCHITECTURES={';'.join(arch_list)}",
@@ -163,9 +175,10 @@ def build_emulated_kernels(out_dir: str | Path | None = None, log: Callable[[str
     (CMake's FindCUDAToolkit, told which nvcc); nothing is compiled for a GPU."""
     source_dir = Path(source_dir)
     _require_sources(source_dir)
+    out = check_output_folder(out_dir if out_dir is not None else DEFAULT_EMULATED_BUILD_DIR,
+                              "emulated kernels' build folder")
     cmake = find_cmake()
     nvcc = find_nvcc()
-    out = Path(out_dir) if out_dir is not None else DEFAULT_EMULATED_BUILD_DIR
     log(f"[attnx] building {library} (the kernels on the CPU emulator) in {out} (CUDA headers of {nvcc})")
     defines = [f"-DCMAKE_CUDA_COMPILER={nvcc}", f"-DATTNX_EMU_UCONTEXT={'ON' if portable_switch else 'OFF'}"]
     return _cmake_build(cmake, source_dir, out, defines, library, log, jobs)

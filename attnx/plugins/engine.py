@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from attnx.errors import BackendUnavailableError, InputError
+from attnx.files import atomic_output, check_output_path
 
 PRECISIONS = ("fp32", "fp16", "bf16")
 # axes of attnx's exported graphs (attnx/exporters): `past` is the decode graph's state length
@@ -169,8 +170,10 @@ def build_engine(model, out: str | Path, *, precision: str = "fp32", plugin_libr
     """Build the engine of `model` (an onnx.ModelProto in attnx or TensorRT form, or a callable
     returning one) and serialise it to `out`.
 
-    shapes: {axis: ShapeRange}; batch and seq default to DEFAULT_SHAPES, past to seq. Returns `out`."""
+    shapes: {axis: ShapeRange}; batch and seq default to DEFAULT_SHAPES, past to seq. Returns `out`,
+    checked before the build; the engine lands there whole or not at all (attnx.files)."""
     require_tensorrt()
+    check_output_path(out, "engine output", make_parents=True)
     from polygraphy.backend.trt import SaveEngine
 
     from attnx.plugins.library import library_path
@@ -179,6 +182,6 @@ def build_engine(model, out: str | Path, *, precision: str = "fp32", plugin_libr
     ranges = {**DEFAULT_SHAPES, **dict(shapes or {})}
     engine = EngineFromOnnx(TrtFormFromOnnx(model), precision=precision, plugin_library=library,
                             seq=ranges["seq"], batch=ranges["batch"], axes=ranges)
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    SaveEngine(engine, path=str(out))()
+    with atomic_output(out) as staged:
+        SaveEngine(engine, path=str(staged))()
     return Path(out)

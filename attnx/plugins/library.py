@@ -56,6 +56,10 @@ def load(path: str | Path | None = None) -> ctypes.CDLL:
             lib = ctypes.CDLL(str(p))
         except OSError as exc:
             raise PluginLibraryError(f"{p} does not load: {exc}") from None
+        missing = [s for s in ("attnx_describe_creators", "attnx_roundtrip") if not hasattr(lib, s)]
+        if missing:
+            raise PluginLibraryError(f"{p}: expected the attnx plugin library, found a shared library that does "
+                                     f"not export {', '.join(missing)}")
         lib.attnx_describe_creators.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
         lib.attnx_describe_creators.restype = ctypes.c_int
         lib.attnx_roundtrip.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_size_t]

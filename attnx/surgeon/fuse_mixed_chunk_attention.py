@@ -40,7 +40,7 @@ import torch
 
 from attnx.ops import get_spec
 from attnx.ops.mixed_chunk_attention import reference, scales
-from attnx.surgeon.attnx_node import describe, emit_node
+from attnx.surgeon.attnx_node import describe, emit_node, read_attributes
 from attnx.surgeon.evaluate import evaluate_cut, shape_only, values_at_lengths
 from attnx.surgeon.framework import Match, Pass
 from attnx.surgeon.graph import Emitter, constant_value, is_scalar_shaped, producer, take_over
@@ -228,8 +228,7 @@ class FuseMixedChunkAttention(Pass):
                     yield add.name, (node, chain, add, reached)
 
     def checks(self, match: Match, graph: gs.Graph, quad: gs.Node, chain, add: gs.Node, reached) -> None:
-        attrs = QUAD.resolve({k: v.decode() if isinstance(v, bytes) else v for k, v in quad.attrs.items()
-                              if k in {a.name for a in QUAD.attributes}})
+        attrs = read_attributes(QUAD, quad.attrs, quad.name)
         qq, qk, v = quad.inputs[:3]
         g, why = _chunk_size(quad, attrs)
         if not match.check("quad_in_chunks", g is not None, why):

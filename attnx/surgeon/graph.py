@@ -4,14 +4,115 @@ Reads: a tensor's producer, its constant value, whether it is a scalar by its sh
 Writes: `Emitter` adds named nodes (`e.op("MatMul", a, b)` returns the output tensor) and
 `take_over` makes a new subgraph produce an existing tensor, so the tensor keeps its name,
 its consumers and its place among the graph outputs.
+Input: `read_model` and `validate_input_model` refuse, saying what is wrong, a file the passes
+cannot take (empty, not a ModelProto, an old opset, duplicate names, a cycle, undecodable text).
 """
 
 from __future__ import annotations
 
 import itertools
+from collections import Counter
+from pathlib import Path
 
 import numpy as np
+import onnx
 import onnx_graphsurgeon as gs
+
+from attnx.errors import OnnxFileError
+from attnx.exporters import OPSETS
+
+MIN_OPSET = min(OPSETS)  # the passes build nodes of this opset and later
+
+
+def read_model(path: str | Path) -> onnx.ModelProto:
+    """The ModelProto at `path`; a missing, empty or malformed file is an OnnxFileError saying which."""
+    path = Path(path)
+    if not path.exists():
+        raise OnnxFileError(f"expected an ONNX file at {path}, found nothing: {path} does not exist")
+    if path.is_dir():
+        raise OnnxFileError(f"expected an ONNX file at {path}, found a folder: {path} is a directory")
+    if not path.is_file():
+        raise OnnxFileError(f"expected an ONNX file at {path}, found a special file (a pipe or a device)")
+    if path.stat().st_size == 0:
+        raise OnnxFileError(f"{path} is empty (0 bytes): expected a serialized ONNX ModelProto")
+    try:
+        return onnx.load(path)
+    except Exception as exc:  # protobuf's DecodeError and onnx's own errors
+        raise OnnxFileError(f"{path} is not a readable ONNX model: expected a serialized ModelProto, "
+                            f"the parser said: {exc}") from exc
+
+
+def _undecodable_attribute(graph: onnx.GraphProto) -> str | None:
+    """`node 'name' attribute 'a'` of the first string attribute that is not UTF-8, else None."""
+    for node in graph.node:
+        for a in node.attribute:
+            texts = [a.s] if a.type == onnx.AttributeProto.STRING else list(a.strings)
+            for text in texts:
+                try:
+                    text.decode("utf-8")
+                except UnicodeDecodeError:
+                    return f"node {node.name or node.op_type!r} attribute {a.name!r} ({text[:16]!r})"
+            if a.type == onnx.AttributeProto.GRAPH and (found := _undecodable_attribute(a.g)):
+                return found
+    return None
+
+
+def _cycle(graph: onnx.GraphProto) -> list[str] | None:
+    """The names of the nodes on a dependency cycle of `graph`'s top level, else None."""
+    producer_of = {out: i for i, node in enumerate(graph.node) for out in node.output if out}
+    deps = [{producer_of[t] for t in node.input if t in producer_of} for node in graph.node]
+    readers: dict[int, list[int]] = {i: [] for i in range(len(graph.node))}
+    for i, d in enumerate(deps):
+        for j in d:
+            readers[j].append(i)
+    waiting = [len(d) for d in deps]
+    ready = [i for i, w in enumerate(waiting) if w == 0]
+    while ready:
+        for j in readers[ready.pop()]:
+            waiting[j] -= 1
+            if waiting[j] == 0:
+                ready.append(j)
+    stuck = [graph.node[i].name or graph.node[i].op_type for i, w in enumerate(waiting) if w]
+    return stuck or None
+
+
+def validate_input_model(model: onnx.ModelProto, where: str | Path) -> None:
+    """Refuse a graph the passes would misread: no or an old default opset, a tensor name given twice,
+    a cycle, a string attribute that is not UTF-8. Each OnnxFileError names what was expected and found."""
+    opsets = [imp.version for imp in model.opset_import if imp.domain in ("", "ai.onnx")]
+    if not opsets:
+        raise OnnxFileError(f"{where}: expected a model that imports the default ONNX opset, found imports of "
+                            f"{', '.join(repr(i.domain) for i in model.opset_import) or 'no opset at all'}")
+    if opsets[0] < MIN_OPSET:
+        raise OnnxFileError(f"{where}: expected default opset {MIN_OPSET} or later (attnx supports "
+                            f"{', '.join(map(str, OPSETS))}), found opset {opsets[0]}: convert it first, e.g. with "
+                            f"onnx.version_converter.convert_version(model, {MIN_OPSET})")
+    if opsets[0] > (newest := onnx.defs.onnx_opset_version()):
+        raise OnnxFileError(f"{where}: expected a default opset ONNX defines ({MIN_OPSET} to {newest} here), "
+                            f"found opset {opsets[0]}")
+    graph = model.graph
+    defined = Counter([i.name for i in graph.input] + [i.name for i in graph.initializer]
+                      + [o for n in graph.node for o in n.output if o])
+    graph_inputs = {i.name for i in graph.input}
+    twice = sorted(name for name, count in defined.items()
+                   if count > 1 and not (count == 2 and name in graph_inputs
+                                         and name in {i.name for i in graph.initializer}))
+    if twice:
+        raise OnnxFileError(f"{where}: expected each tensor name defined once, found {', '.join(map(repr, twice[:5]))}"
+                            f"{' …' if len(twice) > 5 else ''} defined more than once (as a graph input, an "
+                            "initializer or a node output)")
+    known = set(defined)
+    for node in graph.node:
+        if ghost := next((t for t in node.input if t and t not in known), None):
+            raise OnnxFileError(f"{where}: expected every tensor a node reads to be defined, found {ghost!r}, read "
+                                f"by node {node.name or node.op_type!r}, defined nowhere (no graph input, "
+                                "initializer or node output)")
+    if (bad := _undecodable_attribute(graph)) or any((bad := _undecodable_attribute(f)) for f in model.functions):
+        raise OnnxFileError(f"{where}: expected UTF-8 text in string attributes, found bytes that are not UTF-8 in "
+                            f"{bad}")
+    if stuck := _cycle(graph):
+        raise OnnxFileError(f"{where}: expected an acyclic graph, found a cycle through node(s) "
+                            f"{', '.join(map(repr, stuck[:5]))}{' …' if len(stuck) > 5 else ''}")
 
 
 def producer(tensor: gs.Tensor) -> gs.Node | None:

@@ -29,6 +29,7 @@ from onnx import shape_inference
 from attnx.errors import AttnxError, OnnxFileError
 from attnx.exporters.functions import attach_local_functions, model_opset
 from attnx.ops import DOMAIN, register_onnx_schemas
+from attnx.surgeon.attnx_node import verify_attnx_nodes
 from attnx.surgeon.framework import Pass
 from attnx.surgeon.fuse_linear_attention import FuseLinearAttention
 from attnx.surgeon.fuse_mixed_chunk_attention import FuseMixedChunkAttention
@@ -93,13 +94,16 @@ def select_passes(names: list[str] | None) -> list[Pass]:
 def optimize_model(model: onnx.ModelProto, target: str = "ort", passes: list[str] | None = None):
     """Run the passes, then convert to `target`: (ModelProto, [PassReport]).
 
-    The input is not modified. `passes` None runs them all.
+    The input is not modified. `passes` None runs them all. An attnx node whose attributes are
+    missing, invalid or disagree with its function overload is refused first (OnnxFileError):
+    the passes rebuild every node from its attributes.
     """
     if target not in TARGETS:
         raise AttnxError(f"unknown target {target!r}; expected one of {', '.join(TARGETS)}")
     if not isinstance(model, onnx.ModelProto):
         raise OnnxFileError(f"expected an onnx.ModelProto, got {type(model).__name__}")
     register_onnx_schemas()
+    verify_attnx_nodes(model)
     out = onnx.ModelProto()
     out.CopyFrom(model)
     reports = []

@@ -18,8 +18,9 @@ import onnx_graphsurgeon as gs
 from onnx import helper
 
 from attnx.errors import OnnxFileError
-from attnx.exporters.functions import attach_local_functions, node_attributes
-from attnx.ops import DOMAIN, get_spec
+from attnx.exporters.functions import attach_local_functions
+from attnx.ops import DOMAIN
+from attnx.surgeon.attnx_node import read_node, verify_attnx_nodes
 
 TARGETS = ("ort", "portable", "trt")
 TRT_DOMAIN = "trt.plugins"
@@ -57,12 +58,11 @@ def _plugin_attribute(spec, name: str, value) -> onnx.AttributeProto:
 
 
 def to_trt(model: onnx.ModelProto) -> onnx.ModelProto:
-    model = attach_local_functions(model)  # completes every node's attributes from its spec
+    model = attach_local_functions(model)  # every node's functions, its attributes already complete
     for node in model.graph.node:
         if node.domain != DOMAIN:
             continue
-        spec = get_spec(node.op_type)
-        attrs = spec.resolve(node_attributes(node))
+        spec, attrs = read_node(node)
         del node.attribute[:]
         node.attribute.extend(_plugin_attribute(spec, a.name, attrs[a.name]) for a in spec.attributes)
         node.attribute.extend([helper.make_attribute("plugin_version", spec.plugin.version),
@@ -96,9 +96,11 @@ RETARGET = {"ort": to_ort, "portable": to_portable, "trt": to_trt}
 
 
 def retarget(model: onnx.ModelProto, target: str) -> onnx.ModelProto:
-    """`model` (attnx form) in the form `target`, checked by onnx.checker."""
+    """`model` (attnx form) in the form `target`, checked by onnx.checker; an attnx node with
+    attributes missing, invalid or disagreeing with its function overload is refused, not completed."""
     if target not in RETARGET:
         raise OnnxFileError(f"unknown target {target!r}; expected one of {', '.join(TARGETS)}")
+    verify_attnx_nodes(model)
     out = RETARGET[target](model)
     try:
         onnx.checker.check_model(out)

@@ -90,7 +90,8 @@ def test_wrong_rank_input_is_a_clear_error(tmp_path, capsys, exported):
     src = tmp_path / "rank3.py"
     src.write_text("import torch\nfrom attnx.models import LinearAttention\n"
                    "def build():\n    return LinearAttention(16, 2), (torch.randn(2, 9, 16),)\n")
-    assert main(["check", str(path), "--model", f"{src}:build"]) == 2
+    # --force: past the refusal of a --model other than the file's recorded linear-tiny
+    assert main(["check", str(path), "--model", f"{src}:build", "--force"]) == 2
     err = capsys.readouterr().err
     assert "input 'input_ids': the ONNX file expects rank 2 ['batch', 'seq'], the model" in err
     assert "takes rank 3 [2, 9, 16]" in err
