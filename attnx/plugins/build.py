@@ -1,10 +1,13 @@
 """Build libattnx_plugins.so from trt_plugins/ with CMake and nvcc, and the kernels' CPU emulation.
 
 `build_library()` provisions the TensorRT headers (headers.py), configures and builds, and
-returns the library's path. The default output is `build/trt_plugins/` in the repository
-(ignored by git); `library.default_library_path()` looks there. Configuring runs codegen.py with this
+returns the library's path. The sources are the checkout's trt_plugins/ when attnx runs from one (an
+editable install), else the copy a wheel carries as attnx/_trt_plugins (setup.py puts it there). The
+default output is `build/trt_plugins/` in a checkout (ignored by git), else a per-user cache folder,
+`$XDG_CACHE_HOME/attnx/trt_plugins-<version>` (`~/.cache/...` without it), since site-packages is no
+place to build in; `library.default_library_path()` looks there. Configuring runs codegen.py with this
 interpreter (CMake's ATTNX_PYTHON): the plugins' field layer is generated from the op registry into
-the build folder's attnx_generated/, never into the repository.
+the build folder's attnx_generated/, never into the sources.
 
 Builds into one folder take turns (a lock on the folder; a second build says it is waiting), and
 CMake links the library into the folder's `.attnx-link/`, from where it lands at `<folder>/<library>`
@@ -27,16 +30,18 @@ import time
 from pathlib import Path
 from typing import Callable, Sequence
 
+from attnx import __version__
 from attnx.errors import BackendUnavailableError, AttnxError
 from attnx.files import atomic_output, check_output_folder, folder_lock
 from attnx.plugins import headers
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-SOURCE_DIR = REPO_ROOT / "trt_plugins"
-DEFAULT_BUILD_DIR = REPO_ROOT / "build" / "trt_plugins"
+PACKAGE_DIR = Path(__file__).resolve().parents[1]  # the attnx package: the checkout's, or site-packages'
+PACKAGED_SOURCES = "_trt_plugins"  # where a wheel carries trt_plugins/, in the attnx package (setup.py)
+# the repository attnx runs from, or None when it is installed from a wheel
+CHECKOUT_ROOT = PACKAGE_DIR.parent if (PACKAGE_DIR.parent / "trt_plugins" / "CMakeLists.txt").is_file() else None
+SOURCE_DIR = CHECKOUT_ROOT / "trt_plugins" if CHECKOUT_ROOT is not None else PACKAGE_DIR / PACKAGED_SOURCES
 LIBRARY_NAME = "libattnx_plugins.so"
 EMULATION_SOURCE_DIR = SOURCE_DIR / "emulation"
-DEFAULT_EMULATED_BUILD_DIR = REPO_ROOT / "build" / "kernels-emulated"
 DEFAULT_ARCHS = ("80", "86", "87", "89", "90")
 MIN_ARCH = 80
 NVCC_CANDIDATES = ("/usr/local/bin/nvcc", "/usr/local/cuda/bin/nvcc")
@@ -45,6 +50,18 @@ LINK_DIR = ".attnx-link"  # in the build folder: where CMake links, before the l
 
 class BuildError(AttnxError):
     """CMake configure or build of the plugin library failed."""
+
+
+def default_folder(name: str) -> Path:
+    """`build/<name>` in a checkout, else `<user cache>/attnx/<name>-<version>` (headers.cache_root)."""
+    if CHECKOUT_ROOT is not None:
+        return CHECKOUT_ROOT / "build" / name
+    return headers.cache_root() / f"{name}-{__version__}"
+
+
+def default_build_dir() -> Path:
+    """Where `attnx plugins build` builds, and the library is looked for, by default."""
+    return default_folder("trt_plugins")
 
 
 def find_cmake() -> str:
@@ -123,8 +140,9 @@ def _run(cmd: list[str], log: Callable[[str], None], what: str, heartbeat_s: flo
 
 def _require_sources(source_dir: Path) -> None:
     if not (source_dir / "CMakeLists.txt").is_file():
-        raise BuildError(f"the plugin sources are not here: expected {source_dir / 'CMakeLists.txt'} (build the "
-                         "library from a clone of the repository, where attnx is installed with `pip install -e .`)")
+        raise BuildError(f"the plugin sources are not here: expected {source_dir / 'CMakeLists.txt'}, which a "
+                         f"checkout has in trt_plugins/ and a wheel installs as attnx/{PACKAGED_SOURCES}/; this attnx "
+                         f"({PACKAGE_DIR}) has neither: reinstall it from a wheel or a clone")
 
 
 def _cmake_build(cmake: str, source_dir: Path, out: Path, defines: list[str], library: str,
@@ -137,6 +155,7 @@ def _cmake_build(cmake: str, source_dir: Path, out: Path, defines: list[str], li
         start = time.monotonic()
         link_dir = out.resolve() / LINK_DIR  # CMake reads a relative path against the build folder
         _run([cmake, "-S", str(source_dir), "-B", str(out), *defines, f"-DATTNX_PYTHON={sys.executable}",
+              f"-DATTNX_PACKAGE_DIR={PACKAGE_DIR}",
               f"-DCMAKE_LIBRARY_OUTPUT_DIRECTORY={link_dir}", "-DCMAKE_BUILD_TYPE=Release"], log, "cmake configure")
         _run([cmake, "--build", str(out), "-j", str(jobs or os.cpu_count() or 2)], log, "cmake build")
         linked = link_dir / library
@@ -153,7 +172,7 @@ def build_library(archs: Sequence[str | int] = DEFAULT_ARCHS, out_dir: str | Pat
                   log: Callable[[str], None] = print, jobs: int | None = None) -> Path:
     """Configure and build the plugin library; returns the path of libattnx_plugins.so."""
     _require_sources(SOURCE_DIR)
-    out = check_output_folder(out_dir if out_dir is not None else DEFAULT_BUILD_DIR, "plugin build folder")
+    out = check_output_folder(out_dir if out_dir is not None else default_build_dir(), "plugin build folder")
     cmake = find_cmake()
     nvcc = find_nvcc()
     arch_list = _normalise_archs(archs)
@@ -175,7 +194,7 @@ def build_emulated_kernels(out_dir: str | Path | None = None, log: Callable[[str
     (CMake's FindCUDAToolkit, told which nvcc); nothing is compiled for a GPU."""
     source_dir = Path(source_dir)
     _require_sources(source_dir)
-    out = check_output_folder(out_dir if out_dir is not None else DEFAULT_EMULATED_BUILD_DIR,
+    out = check_output_folder(out_dir if out_dir is not None else default_folder("kernels-emulated"),
                               "emulated kernels' build folder")
     cmake = find_cmake()
     nvcc = find_nvcc()

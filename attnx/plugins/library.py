@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from attnx.errors import AttnxError
-from attnx.plugins.build import DEFAULT_BUILD_DIR, LIBRARY_NAME
+from attnx.plugins.build import CHECKOUT_ROOT, LIBRARY_NAME, default_build_dir
 
 ENV_VAR = "ATTNX_PLUGIN_LIB"
 
@@ -30,19 +30,28 @@ class PluginCreateError(PluginLibraryError):
 
 
 def default_library_path() -> Path:
-    return DEFAULT_BUILD_DIR / LIBRARY_NAME
+    """Where `attnx plugins build` puts the library by default (build.default_build_dir)."""
+    return default_build_dir() / LIBRARY_NAME
+
+
+def default_library_text() -> str:
+    """The default library's path as help texts show it: relative to the checkout, else in full."""
+    path = default_library_path()
+    return str(path.relative_to(CHECKOUT_ROOT)) if CHECKOUT_ROOT is not None else str(path)
 
 
 def library_path(path: str | Path | None = None) -> Path:
-    """The library: `path`, else $ATTNX_PLUGIN_LIB, else the default build dir; it must exist."""
-    if path is not None:
-        p, source = Path(path), "given path"
-    elif os.environ.get(ENV_VAR):
-        p, source = Path(os.environ[ENV_VAR]), f"${ENV_VAR}"
-    else:
-        p, source = default_library_path(), "default build dir"
+    """The library: `path`, else $ATTNX_PLUGIN_LIB, else the default build folder; it must exist."""
+    if path is None and not os.environ.get(ENV_VAR):
+        p = default_library_path()
+        if not p.is_file():
+            raise PluginLibraryError(f"no plugin library at {p} (the default build folder, as neither --plugins/--lib "
+                                     f"nor ${ENV_VAR} names one); `attnx plugins build` builds it there")
+        return p
+    p, source = (Path(path), "given path") if path is not None else (Path(os.environ[ENV_VAR]), f"${ENV_VAR}")
     if not p.is_file():
-        raise PluginLibraryError(f"no plugin library at {p} ({source}); run `attnx plugins build`")
+        raise PluginLibraryError(f"no plugin library at {p} ({source}); expected a built {LIBRARY_NAME}: "
+                                 f"`attnx plugins build` writes one to {default_library_path()}")
     return p
 
 
