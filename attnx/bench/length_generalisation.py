@@ -29,7 +29,6 @@ from attnx.models import ZOO, load_model
 from attnx.models.gau import GAU, length_norm
 from attnx.models.softmax_attention import SoftmaxAttention, length_scale
 
-DESCRIPTION = "attention entropy and output drift at 4× and 16× the seen length (eager, float64)"
 DEFAULT_MODELS = ("gau-n-tiny", "gau-softmax-tiny", "softmax-tiny")
 
 

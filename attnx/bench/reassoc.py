@@ -11,7 +11,6 @@ import time
 
 import numpy as np
 
-DESCRIPTION = "ONNX Runtime CPU latency before/after (QKᵀ)V → Q(KᵀV), beside a hand-written Q(KᵀV) graph"
 EPS = 1e-6
 
 

@@ -21,7 +21,6 @@ from attnx.exporters.stream import export_stream
 from attnx.files import atomic_output, check_output_path, write_text
 from attnx.models import ZOO, load_model
 
-DESCRIPTION = "decode latency per token and state bytes against position (ONNX Runtime CPU)"
 DEFAULT_MODELS = ("linear-tiny", "performer-tiny", "gau-tiny", "softmax-tiny")
 _NUMPY = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int64)": np.int64}
 

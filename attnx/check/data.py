@@ -1,9 +1,15 @@
-"""Fresh random inputs at a chosen batch and sequence length, shaped like a model's examples."""
+"""Fresh random inputs at a chosen batch and sequence length, shaped like a model's examples.
+
+The defaults are read by the CLI's parser: this module imports torch only when it draws inputs.
+"""
 
 from __future__ import annotations
 
-import numpy as np
-import torch
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
 
 # one token, and lengths that are not a multiple of a chunk, window or block
 DEFAULT_SEQ_LENS = (1, 37, 300)
@@ -22,6 +28,8 @@ def random_inputs(example_inputs, names, *, batch: int, seq_len: int, vocab_size
     Integer inputs (token ids) draw from [0, vocab_size), or from the examples' own range
     when the model has no `vocab_size`; float inputs draw from a standard normal.
     """
+    import torch
+
     if draw is not None:
         drawn = draw(batch, seq_len, generator)
         return {name: (t.numpy() if t.dtype != torch.bfloat16 else t.float().numpy())

@@ -65,8 +65,7 @@ def run(args) -> int:
 
 
 def add_parser(subparsers) -> None:
-    from attnx.surgeon.pipeline import PASSES
-    from attnx.surgeon.retarget import TARGETS
+    from attnx.surgeon.names import PASS_ORDER, TARGETS
 
     p = subparsers.add_parser("optimize", help="fuse and reassociate attention, then write the ort, portable or "
                                                "trt form")
@@ -77,7 +76,7 @@ def add_parser(subparsers) -> None:
                         "TensorRT plugin nodes (default ort)")
     p.add_argument("--passes", default=None,
                    help=f"comma-separated passes to run, in pipeline order whatever the order given "
-                        f"(default all: {','.join(PASSES)})")
+                        f"(default all: {','.join(PASS_ORDER)})")
     p.add_argument("--report", metavar="PATH", default=None, help="write the JSON report here")
     p.add_argument("--flops-seq-len", type=int, default=DEFAULT_FLOPS_SEQ_LEN,
                    help=f"sequence length the FLOP counts are taken at (default {DEFAULT_FLOPS_SEQ_LEN})")

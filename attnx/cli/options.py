@@ -50,9 +50,9 @@ def add_trace_options(p: argparse.ArgumentParser) -> None:
 
 def add_export_options(p: argparse.ArgumentParser) -> None:
     """--dtype and --opset of an export."""
-    from attnx.exporters import DEFAULT_OPSET, DTYPES, OPSETS
+    from attnx.exporters.formats import DEFAULT_OPSET, DTYPE_NAMES, OPSETS
 
-    p.add_argument("--dtype", choices=list(DTYPES), default="fp32", help="exported float dtype (default fp32)")
+    p.add_argument("--dtype", choices=list(DTYPE_NAMES), default="fp32", help="exported float dtype (default fp32)")
     p.add_argument("--opset", type=int, choices=list(OPSETS), default=None,
                    help=f"ONNX opset (default: {DEFAULT_OPSET}, or 23 for a model with softmax attention, "
                         "which then exports as ONNX Attention)")
@@ -105,9 +105,8 @@ def add_check_options(p: argparse.ArgumentParser) -> None:
 
 def add_plugin_library(p: argparse.ArgumentParser, *, flag: str = "--plugins", use: str = "") -> None:
     """The plugin library option (`--plugins LIB`, or `flag`), dest `plugins`; `use` says what for."""
-    from attnx.plugins.build import REPO_ROOT
-    from attnx.plugins.library import ENV_VAR, default_library_path
+    from attnx.plugins.library import ENV_VAR, default_library_text
 
     p.add_argument(flag, metavar="LIB", dest="plugins", default=None,
                    help=f"plugin library{' ' + use if use else ''} (default: ${ENV_VAR}, else "
-                        f"{default_library_path().relative_to(REPO_ROOT)})")
+                        f"{default_library_text()})")

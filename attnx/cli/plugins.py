@@ -26,7 +26,8 @@ def add_parser(subparsers) -> None:
     b = sub.add_parser("build", help="build libattnx_plugins.so with CMake and nvcc (no TensorRT runtime needed)")
     b.add_argument("--arch", default=",".join(DEFAULT_ARCHS),
                    help=f"CUDA compute capabilities, comma-separated (default {','.join(DEFAULT_ARCHS)})")
-    b.add_argument("--out", default=None, help="build folder (default build/trt_plugins in the repository)")
+    b.add_argument("--out", default=None, help="build folder (default: build/trt_plugins in a checkout, else "
+                                                 "$XDG_CACHE_HOME/attnx/trt_plugins-VERSION, ~/.cache without it)")
     b.add_argument("--jobs", type=int, default=None, help="parallel compile jobs (default: CPU count)")
     b.set_defaults(run=run_build)
 

@@ -1,6 +1,19 @@
-"""torch → ONNX: custom-op translation, dynamic batch and sequence, dtype, opset, local functions."""
+"""torch → ONNX: custom-op translation, dynamic batch and sequence, dtype, opset, local functions.
 
-from attnx.exporters.onnx_export import DEFAULT_OPSET, DTYPES, OPSETS, default_opset, export
-from attnx.exporters.functions import attach_local_functions, verify_local_functions
+The names below are loaded on first use, so that the CLI reads `formats` (the dtypes and opsets)
+without importing torch.
+"""
 
-__all__ = ["DEFAULT_OPSET", "DTYPES", "OPSETS", "attach_local_functions", "default_opset", "export", "verify_local_functions"]
+import importlib
+
+_HOME = {"DEFAULT_OPSET": "formats", "DTYPES": "onnx_export", "OPSETS": "formats",
+         "attach_local_functions": "functions", "default_opset": "onnx_export", "export": "onnx_export",
+         "verify_local_functions": "functions"}
+
+__all__ = sorted(_HOME)
+
+
+def __getattr__(name: str):
+    if name in _HOME:
+        return getattr(importlib.import_module(f"attnx.exporters.{_HOME[name]}"), name)
+    raise AttributeError(f"module 'attnx.exporters' has no attribute {name!r}")

@@ -21,13 +21,12 @@ import attnx
 from attnx.errors import ExportError
 from attnx.files import atomic_output, check_output_path
 from attnx.exporters import rotary
+from attnx.exporters.formats import DEFAULT_OPSET, DTYPE_NAMES, OPSETS
 from attnx.exporters.functions import attach_local_functions
 from attnx.models.zoo import LoadedModel
 from attnx.ops import DOMAIN, REGISTRY, TORCH_OPS, VERSION, register_onnx_schemas
 
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-OPSETS = (18, 23)  # 23: softmax attention as ONNX Attention, RoPE as RotaryEmbedding
-DEFAULT_OPSET = 18
+DTYPES = dict(zip(DTYPE_NAMES, (torch.float32, torch.float16, torch.bfloat16), strict=True))
 
 
 def default_opset(module: torch.nn.Module) -> int:

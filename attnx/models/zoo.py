@@ -13,33 +13,42 @@ import dataclasses
 import functools
 import importlib.util
 from pathlib import Path
-from typing import Callable
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any, Callable
 
 from attnx.errors import ModelFactoryError, ModelNotFoundError
-from attnx.models.fingerprint import fingerprint
-from attnx.models.flash import FLASH
-from attnx.models.gau import GAU
-from attnx.models.linear_attention import LinearAttention
-from attnx.models.performer import Performer
-from attnx.models.softmax_attention import SoftmaxAttention
-from attnx.models.sparse_attention import SparseAttention
-from attnx.models.tiny_lm import TinyLM
-from attnx.models.transnormer import transnormer_lm
-from attnx.models.vit import TinyViT, example_images
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 DEFAULT_MODEL = "linear-tiny"
 
 
 def example_ids(module: nn.Module, batch: int, seq_len: int, generator: torch.Generator) -> tuple[torch.Tensor]:
     """Token ids [batch, seq_len] for a language model (`module.vocab_size`)."""
+    import torch
+
     return (torch.randint(0, module.vocab_size, (batch, seq_len), generator=generator),)
 
 
 # draws a model's inputs: (module, batch, length, generator) → tensors
-InputDrawer = Callable[[nn.Module, int, int, torch.Generator], tuple[torch.Tensor, ...]]
+InputDrawer = Callable[["nn.Module", int, int, "torch.Generator"], "tuple[torch.Tensor, ...]"]
+
+
+def _later(target: str, /) -> Callable[..., Any]:
+    """`target` (`module.name` in attnx.models), imported when first called: the zoo lists its
+    entries without importing torch or building a model."""
+    module, _, name = target.rpartition(".")
+
+    def call(*args, **kwargs):
+        return getattr(importlib.import_module(f"attnx.models.{module}"), name)(*args, **kwargs)
+
+    return call
+
+
+def _lm(attention: str, /, *args, **kwargs) -> Callable[[], nn.Module]:
+    """A builder of TinyLM whose blocks' attention is `attention(d, *args, **kwargs)` (a `_later` target)."""
+    return lambda: _later("tiny_lm.TinyLM")(lambda d: _later(attention)(d, *args, **kwargs))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,6 +65,8 @@ class ZooEntry:
 
     def create(self) -> nn.Module:
         """The module with weights drawn from the entry's seed, without touching global RNG state."""
+        import torch
+
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
             return self.build().eval()
@@ -63,34 +74,34 @@ class ZooEntry:
 
 ZOO: dict[str, ZooEntry] = {e.name: e for e in (
     ZooEntry("softmax-tiny", "causal LM, 2 blocks, 4 heads, softmax attention with the log-n scale (n_train 512)",
-             lambda: TinyLM(lambda d: SoftmaxAttention(d, 4, causal=True, scale_mode="log_n", n_train=512))),
+             _lm("softmax_attention.SoftmaxAttention", 4, causal=True, scale_mode="log_n", n_train=512)),
     ZooEntry("linear-tiny", "causal LM, 2 blocks, 4 heads, linear attention (elu+1, normalised, chunk 64)",
-             lambda: TinyLM(lambda d: LinearAttention(d, 4, causal=True, feature_map="elu", chunk_size=64))),
+             _lm("linear_attention.LinearAttention", 4, causal=True, feature_map="elu", chunk_size=64)),
     ZooEntry("performer-tiny", "causal LM, 2 blocks, 4 heads, Performer FAVOR+ (32 orthogonal random features "
              "per head, fixed at export) into linear attention",
-             lambda: TinyLM(lambda d: Performer(d, 4, features=32, causal=True, chunk_size=64))),
+             _lm("performer.Performer", 4, features=32, causal=True, chunk_size=64)),
     ZooEntry("gau-tiny", "causal LM, 2 blocks, GAU (s 32, expansion 2), relu²(QKᵀ/√s) / (i+1), row i divided by "
              "its visible count, norm outside the square",
-             lambda: TinyLM(lambda d: GAU(d, qk_dim=32, attention="relu2", causal=True, norm="visible"))),
+             _lm("gau.GAU", qk_dim=32, attention="relu2", causal=True, norm="visible")),
     ZooEntry("gau-n-tiny", "causal LM, 2 blocks, GAU (s 32, expansion 2), relu²(QKᵀ/√s) / n with n the total length "
              "(every row depends on it: no streaming), for the length-generalisation benchmark",
-             lambda: TinyLM(lambda d: GAU(d, qk_dim=32, attention="relu2", causal=True, norm="n"))),
+             _lm("gau.GAU", qk_dim=32, attention="relu2", causal=True, norm="n")),
     ZooEntry("gau-softmax-tiny", "causal LM, 2 blocks, GAU (s 32, expansion 2) with softmax and the log-n scale "
-             "(n_train 64)", lambda: TinyLM(lambda d: GAU(d, qk_dim=32, attention="softmax", causal=True, n_train=64))),
+             "(n_train 64)", _lm("gau.GAU", qk_dim=32, attention="softmax", causal=True, n_train=64)),
     ZooEntry("flash-tiny", "causal LM, 2 blocks, FLASH mixed chunk attention (chunk 32, s 32, expansion 2)",
-             lambda: TinyLM(lambda d: FLASH(d, qk_dim=32, causal=True, chunk_size=32))),
+             _lm("flash.FLASH", qk_dim=32, causal=True, chunk_size=32)),
     ZooEntry("local-tiny", "causal LM, 2 blocks, 4 heads, local softmax attention (window 16)",
-             lambda: TinyLM(lambda d: SparseAttention(d, 4, pattern="local", window=16, causal=True))),
+             _lm("sparse_attention.SparseAttention", 4, pattern="local", window=16, causal=True)),
     ZooEntry("dilated-tiny", "causal LM, 2 blocks, 4 heads, dilated softmax attention (window 8, dilation 3)",
-             lambda: TinyLM(lambda d: SparseAttention(d, 4, pattern="dilated", window=8, dilation=3, causal=True))),
+             _lm("sparse_attention.SparseAttention", 4, pattern="dilated", window=8, dilation=3, causal=True)),
     ZooEntry("strided-tiny", "causal LM, 2 blocks, 4 heads, strided softmax attention (window 8 ∪ every 16th)",
-             lambda: TinyLM(lambda d: SparseAttention(d, 4, pattern="strided", window=8, stride=16, causal=True))),
+             _lm("sparse_attention.SparseAttention", 4, pattern="strided", window=8, stride=16, causal=True)),
     ZooEntry("transnormer-tiny", "causal LM, 2 blocks, 4 heads: DiagAttention (block 32) below, gated "
-             "NormAttention above", lambda: transnormer_lm(layers=2, heads=4, block=32)),
+             "NormAttention above", lambda: _later("transnormer.transnormer_lm")(layers=2, heads=4, block=32)),
     ZooEntry("vit-rope2d-tiny", "image classifier: 4×4 patches, 2 blocks, 4 heads, 2-D RoPE, rotary linear "
              "attention; images [B, 3, H, W], length = about that many patches; opset 23 (RotaryEmbedding)",
-             lambda: TinyViT(patch=4, channels=3, dim=64, heads=4, layers=2, classes=10),
-             inputs=example_images, axes=({0: "batch", 2: "height", 3: "width"},)),
+             lambda: _later("vit.TinyViT")(patch=4, channels=3, dim=64, heads=4, layers=2, classes=10),
+             inputs=_later("vit.example_images"), axes=({0: "batch", 2: "height", 3: "width"},)),
 )}
 
 
@@ -121,6 +132,8 @@ class LoadedModel:
 
     def fingerprint(self) -> dict[str, str]:
         """{metadata key: sha256} of the architecture and of the weights (attnx/models/fingerprint.py)."""
+        from attnx.models.fingerprint import fingerprint
+
         return fingerprint(self.identity_module())
 
     def input_names(self) -> list[str]:
@@ -134,6 +147,8 @@ class LoadedModel:
 
 def load_model(ref: str, *, batch: int = 2, seq_len: int = 32) -> LoadedModel:
     """A zoo name or `path/file.py:factory` → LoadedModel."""
+    import torch
+
     if ref in ZOO:
         entry = ZOO[ref]
         module = entry.create()
@@ -167,6 +182,9 @@ def load_model(ref: str, *, batch: int = 2, seq_len: int = 32) -> LoadedModel:
 
 def _factory_result(ref: str, result) -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
     """(module, example_inputs) from what a factory returned; anything else says what it found."""
+    import torch
+    from torch import nn
+
     if not (isinstance(result, tuple) and len(result) == 2):
         found = f"a tuple of {len(result)}" if isinstance(result, tuple) else f"a {type(result).__name__}"
         raise ModelFactoryError(f"{ref}: expected the factory to return (module, example_inputs), found {found}")

@@ -38,19 +38,17 @@ from attnx.surgeon.fuse_relu_squared_attention import FuseReluSquaredAttention
 from attnx.surgeon.fuse_rotary import FuseRotary
 from attnx.surgeon.fuse_softmax_attention import FuseSoftmaxAttention
 from attnx.surgeon.fuse_sparse_attention import FuseSparseAttention
+from attnx.surgeon.names import PASS_ORDER
 from attnx.surgeon.reassociate import Reassociate
 from attnx.surgeon.retarget import TARGETS, retarget
 
-PASSES: dict[str, type[Pass]] = {cls.name: cls for cls in (
-    FuseRotary,
-    FuseSparseAttention,
-    FuseSoftmaxAttention,
-    FusePerformerFeatures,
-    FuseReluSquaredAttention,
-    FuseMixedChunkAttention,
-    Reassociate,
-    FuseLinearAttention,
-)}
+_BY_NAME: dict[str, type[Pass]] = {cls.name: cls for cls in (
+    FuseRotary, FuseSparseAttention, FuseSoftmaxAttention, FusePerformerFeatures, FuseReluSquaredAttention,
+    FuseMixedChunkAttention, Reassociate, FuseLinearAttention)}
+if set(_BY_NAME) != set(PASS_ORDER):  # the order is names.py's, so that the CLI lists it without onnx
+    raise ImportError(f"attnx.surgeon.names.PASS_ORDER {sorted(PASS_ORDER)} must name the passes "
+                      f"{sorted(_BY_NAME)}")
+PASSES: dict[str, type[Pass]] = {name: _BY_NAME[name] for name in PASS_ORDER}
 
 
 def _strip_attnx_functions(model: onnx.ModelProto) -> onnx.ModelProto:

@@ -21,8 +21,8 @@ from attnx.errors import OnnxFileError
 from attnx.exporters.functions import attach_local_functions
 from attnx.ops import DOMAIN
 from attnx.surgeon.attnx_node import read_node, verify_attnx_nodes
+from attnx.surgeon.names import TARGETS
 
-TARGETS = ("ort", "portable", "trt")
 TRT_DOMAIN = "trt.plugins"
 _INT32 = (-(2**31), 2**31 - 1)
 
