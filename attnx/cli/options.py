@@ -29,6 +29,35 @@ def at_least(low: int):
     return parse
 
 
+class ListOption(argparse.Action):
+    """A list flag in attnx's one style: repeatable, and each value may hold several, comma-separated
+    (`--seq-len 1,37 --seq-len 300` is [1, 37, 300]). Each item goes through the option's `type`
+    (a usage error names the item); `choices`, when given, are checked per item."""
+
+    def __init__(self, option_strings, dest, type=None, choices=None, **kwargs):
+        self.item_type, self.item_choices = type or str, choices
+        metavar = kwargs.pop("metavar", None) or (f"{{{','.join(map(str, choices))}}}" if choices else None)
+        super().__init__(option_strings, dest, metavar=metavar, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        items = [item.strip() for item in str(values).split(",")]
+        if not all(items):
+            parser.error(f"argument {option_string}: expected a comma-separated list with no empty item, "
+                         f"found {values!r}")
+        parsed = []
+        for item in items:
+            try:
+                value = self.item_type(item)
+            except (argparse.ArgumentTypeError, ValueError, TypeError) as exc:
+                parser.error(f"argument {option_string}: {exc}")
+            if self.item_choices is not None and value not in self.item_choices:
+                parser.error(f"argument {option_string}: expected one of {', '.join(map(str, self.item_choices))}, "
+                             f"found {item!r}")
+            parsed.append(value)
+        # a fresh list: argparse's default is shared, and must not grow with each parse
+        setattr(namespace, self.dest, list(getattr(namespace, self.dest, None) or []) + parsed)
+
+
 def seed_value(text: str) -> int:
     """An argparse type: a seed in [0, 2**63)."""
     try:
@@ -67,11 +96,11 @@ def add_seq_lens(p: argparse.ArgumentParser, *, stream: bool = False) -> None:
     from attnx.check import DEFAULT_PROMPT_LENS, DEFAULT_SEQ_LENS
 
     if stream:
-        text = (f"a length to check (stream: a prompt length); repeat (default {_lens(DEFAULT_SEQ_LENS)}; "
+        text = (f"lengths to check (stream: prompt lengths); repeat or comma-separate (default {_lens(DEFAULT_SEQ_LENS)}; "
                 f"stream {_lens(DEFAULT_PROMPT_LENS)})")
     else:
-        text = f"a length to check; repeat (default {_lens(DEFAULT_SEQ_LENS)})"
-    p.add_argument("--seq-len", type=at_least(1), action="append", help=text)
+        text = f"lengths to check; repeat or comma-separate (default {_lens(DEFAULT_SEQ_LENS)})"
+    p.add_argument("--seq-len", type=at_least(1), action=ListOption, metavar="N", help=text)
 
 
 def seq_lens(args: argparse.Namespace) -> list[int]:
@@ -110,3 +139,13 @@ def add_plugin_library(p: argparse.ArgumentParser, *, flag: str = "--plugins", u
     p.add_argument(flag, metavar="LIB", dest="plugins", default=None,
                    help=f"plugin library{' ' + use if use else ''} (default: ${ENV_VAR}, else "
                         f"{default_library_text()})")
+
+
+PROVIDERS = ("tensorrt", "cuda", "cpu")  # Polygraphy's names of ONNX Runtime's execution providers
+
+
+def add_providers(p: argparse.ArgumentParser) -> None:
+    """--providers: ONNX Runtime execution providers in priority order (attnx.check.providers)."""
+    p.add_argument("--providers", action=ListOption, choices=PROVIDERS, default=None,
+                   help="ONNX Runtime execution providers for --backend ort, in priority order; repeat or "
+                        "comma-separate (default cpu)")
