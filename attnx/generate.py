@@ -6,11 +6,13 @@ import dataclasses
 import statistics
 import time
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
 from polygraphy.logger import G_LOGGER
 
+from attnx.check.providers import resolve_providers
 from attnx.check.stream import OrtStream
 from attnx.errors import BackendUnavailableError, InputError
 from attnx.exporters.stream import export_stream
@@ -41,11 +43,19 @@ class Generation:
         return "\n".join(lines)
 
 
+def random_prompt(vocab_size: int, prompt_len: int, seed: int) -> np.ndarray:
+    """The prompt `attnx generate` decodes from, [1, prompt_len] int64: the same for a seed offline and on
+    a server (attnx.serve.client), so that both runs can be compared token for token."""
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randint(0, vocab_size, (1, prompt_len), generator=generator).numpy()
+
+
 def generate(loaded: LoadedModel, work_dir: str | Path, *, prompt_len: int = 16, new_tokens: int = 32,
              backend: str = "ort", dtype: str = "fp32", opset: int | None = None, seed: int = 0,
-             plugin_library: str | Path | None = None) -> Generation:
-    """Export prefill and decode graphs into work_dir, then decode greedily in ONNX Runtime (`ort`) or
-    in TensorRT engines built with the attnx plugin library (`trt`)."""
+             plugin_library: str | Path | None = None, providers: Sequence[str] | None = None) -> Generation:
+    """Export prefill and decode graphs into work_dir, then decode greedily in ONNX Runtime (`ort`, on
+    `providers`: Polygraphy-style names in priority order, default cpu; attnx.check.providers) or in
+    TensorRT engines built with the attnx plugin library (`trt`)."""
     if backend not in BACKENDS:
         raise BackendUnavailableError(f"backend {backend!r} is not one of {', '.join(BACKENDS)}")
     if prompt_len < 1 or new_tokens < 1:
@@ -54,7 +64,12 @@ def generate(loaded: LoadedModel, work_dir: str | Path, *, prompt_len: int = 16,
     if backend == "trt":
         from attnx.plugins.engine import require_tensorrt
 
+        if providers:
+            raise InputError(f"providers ({', '.join(providers)}) are ONNX Runtime's: expected them with "
+                             "backend ort, found backend trt")
         require_tensorrt()  # before the export: say at once that it cannot run here
+    else:  # before the export: a provider not installed, or a missing plugin library, is said at once
+        resolved = resolve_providers(providers, plugin_library=plugin_library, fp16=dtype == "fp16")
     paths = export_stream(loaded, Path(work_dir) / f"{loaded.name}.onnx", "both", dtype=dtype, opset=opset)
     with G_LOGGER.verbosity(G_LOGGER.ERROR):
         if backend == "trt":
@@ -63,10 +78,9 @@ def generate(loaded: LoadedModel, work_dir: str | Path, *, prompt_len: int = 16,
             stream = TrtStream(paths["prefill"], paths["decode"], max_len=prompt_len + new_tokens,
                                precision=dtype, plugin_library=plugin_library)
         else:
-            stream = OrtStream(paths["prefill"], paths["decode"])
+            stream = OrtStream(paths["prefill"], paths["decode"], resolved)
     try:
-        generator = torch.Generator().manual_seed(seed)
-        prompt = torch.randint(0, loaded.module.vocab_size, (1, prompt_len), generator=generator).numpy()
+        prompt = random_prompt(loaded.module.vocab_size, prompt_len, seed)
         start = time.perf_counter()
         logits, states = stream.start(prompt)
         prefill_ms = (time.perf_counter() - start) * 1e3

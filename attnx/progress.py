@@ -7,11 +7,23 @@ import sys
 import time
 
 
+def warn(where: str, message: str) -> None:
+    """One warning line on stderr, `where: warning: message` (where: `attnx convert`): for a flag that is
+    accepted but has no effect in the combination given, and the like."""
+    print(f"{where}: warning: {' '.join(message.split())}", file=sys.stderr, flush=True)
+
+
+QUIET, NORMAL, VERBOSE = -1, 0, 1  # -q: the verdict lines, warnings and errors only; -v: the libraries' details too
+
+
 class Progress:
-    def __init__(self, total_steps: int = 0, stream=None, enabled: bool = True):
+    """Step and note lines at `verbosity` (QUIET prints none; `enabled=False` is QUIET)."""
+
+    def __init__(self, total_steps: int = 0, stream=None, enabled: bool = True, verbosity: int = NORMAL):
         self.total, self.done = total_steps, 0
         self.stream = stream or sys.stderr
-        self.enabled = enabled
+        self.verbosity = verbosity if enabled else QUIET
+        self.enabled = self.verbosity > QUIET
 
     def note(self, message: str) -> None:
         if self.enabled:

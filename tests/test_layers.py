@@ -19,7 +19,7 @@ LAYERS = (  # lowest first; the names of one entry share a layer
     {"surgeon"},
     {"plugins"},
     {"check"},
-    {"bench", "generate"},
+    {"bench", "generate", "serve", "train"},
     {"cli"},
 )
 RANK = {name: rank for rank, names in enumerate(LAYERS) for name in names}

@@ -20,12 +20,20 @@ LinearAttention (bytes of q, k, v, y over the measured device-to-device copy ban
 prints a table, writes JSON, and exits 1 if any check fails or a kernel's entry point is missing
 from the library, 3 when there is no CUDA device (the rung did not run), 0 otherwise.
 
+Then, with onnxruntime-gpu installed (else recorded as skipped, with the providers it has), the
+ONNX Runtime GPU step (ort_gpu_step): linear-tiny's whole-model file and its prefill and decode
+graphs on ONNX Runtime's providers as attnx configures them (attnx.check.providers) against the
+eager model in float64 at the fp32 tolerance: the attnx form on cuda,cpu and on tensorrt,cuda,cpu,
+and the TensorRT form (plugin nodes, the plugin library as trt_extra_plugin_lib_paths) on
+tensorrt,cuda,cpu.
+A failed run counts as a failed case; --no-ort skips the step.
+
 With --emulate the same cases run on the CPU, on no GPU: the kernels' own sources compiled onto
 the emulator of trt_plugins/emulation (built into build/kernels-emulated, or --lib), inputs and
 outputs in page-guarded buffers, and each case twice, with a block's threads in ascending and
 then descending order between barriers; the two must agree bit for bit. No timings.
 
-    python tools/gpu_check.py [--lib PATH] [--json gpu-check.json] [--cases 12] [--ops A,B] [--no-bench]
+    python tools/gpu_check.py [--lib PATH] [--json gpu-check.json] [--cases 12] [--ops A,B] [--no-bench] [--no-ort]
     python tools/gpu_check.py --emulate [--lib PATH] [--cases 12] [--ops A,B]
 """
 
@@ -691,6 +699,81 @@ def _select(ops: str | None) -> list[Kernel]:
     return [known[n] for n in names]
 
 
+ORT_MODEL = "linear-tiny"  # its LinearAttention node is a plugin in the TensorRT form
+# (graphs, form, providers): graphs "full" is the whole-model file checked by check_parity, "stream" the
+# prefill and decode graphs checked by check_stream; form "attnx" as exported, "trt" retargeted (plugin nodes)
+ORT_RUNS = tuple((graphs, form, providers) for graphs in ("full", "stream")
+                 for form, providers in (("attnx", ["cuda", "cpu"]), ("attnx", ["tensorrt", "cuda", "cpu"]),
+                                         ("trt", ["tensorrt", "cuda", "cpu"])))
+ORT_SEQ_LENS = (1, 37, 300)  # 37 and 300: not multiples of linear attention's 64-token chunk
+
+
+def ort_gpu_step(lib_path: Path, work_dir: Path, log=lambda m: None) -> dict:
+    """ONNX Runtime on the GPU (attnx.check.providers), ORT_MODEL against its eager model in float64 at
+    the fp32 tolerance: the whole-model file (lengths ORT_SEQ_LENS) and the prefill and decode graphs
+    (prompts 1 and 37, 3 decode steps), each in the attnx form on cuda and on tensorrt (plugin library
+    `lib_path`) and in the TensorRT form (plugin nodes) on tensorrt. Skipped, saying why, without
+    onnxruntime-gpu's CUDA provider; a tensorrt run without the TensorRT provider is skipped alone."""
+    try:
+        import onnxruntime
+
+        from attnx.check.parity import check_parity  # Polygraphy, onnx-graphsurgeon
+        from attnx.check.stream import check_stream
+    except ImportError as exc:
+        why = f"{exc.name or exc} is not installed here: the step needs onnxruntime-gpu and Polygraphy"
+        log(f"gpu_check: ONNX Runtime GPU step skipped: {why}")
+        return {"ran": False, "passed": None, "why": why}
+    import onnx
+
+    from attnx.errors import AttnxError
+    from attnx.exporters import export
+    from attnx.exporters.stream import export_stream
+    from attnx.models import load_model
+    from attnx.surgeon.retarget import retarget
+
+    installed = onnxruntime.get_available_providers()
+    step: dict[str, Any] = {"onnxruntime": onnxruntime.__version__, "installed": installed, "runs": []}
+    if "CUDAExecutionProvider" not in installed:
+        step.update(ran=False, passed=None,
+                    why=f"onnxruntime {onnxruntime.__version__} has {', '.join(installed)}: not onnxruntime-gpu, "
+                        "so there is no CUDA or TensorRT provider to check")
+        log(f"gpu_check: ONNX Runtime GPU step skipped: {step['why']}")
+        return step
+    loaded = load_model(ORT_MODEL)
+    full = work_dir / f"{ORT_MODEL}.onnx"
+    export(loaded, full)
+    files = {("full", "attnx"): {"full": full},
+             ("stream", "attnx"): export_stream(loaded, work_dir / f"{ORT_MODEL}-stream.onnx", "both")}
+    for graphs in ("full", "stream"):
+        files[graphs, "trt"] = {}
+        for graph, path in files[graphs, "attnx"].items():
+            files[graphs, "trt"][graph] = path.with_name(path.name.replace(".onnx", ".trt.onnx"))
+            onnx.save(retarget(onnx.load(path), "trt"), files[graphs, "trt"][graph])
+    for graphs, form, providers in ORT_RUNS:
+        run: dict[str, Any] = {"graphs": graphs, "form": form, "providers": providers}
+        paths = files[graphs, form]
+        if "tensorrt" in providers and "TensorrtExecutionProvider" not in installed:
+            run.update(passed=None, why=f"no TensorrtExecutionProvider in {', '.join(installed)}")
+        else:
+            try:
+                if graphs == "full":
+                    report = check_parity(paths["full"], loaded, seq_lens=ORT_SEQ_LENS, providers=providers,
+                                          plugin_library=lib_path)
+                else:
+                    report = check_stream(loaded, paths["prefill"], paths["decode"], prompt_lens=(1, 37),
+                                          new_tokens=3, providers=providers, plugin_library=lib_path)[1]
+                run.update(passed=report.passed, backend=report.backend,
+                           max_abs_err=max(o.max_abs_err for o in report.outputs))
+            except AttnxError as exc:
+                run.update(passed=False, why=str(exc))
+        verdict = ("ok" if run["passed"] else f"FAILED: {run.get('why', 'outside tolerance')}"
+                   if run["passed"] is False else f"skipped: {run['why']}")
+        log(f"gpu_check: ONNX Runtime {graphs} {form} form on {','.join(providers)}: {verdict}")
+        step["runs"].append(run)
+    step.update(ran=True, passed=all(r["passed"] is not False for r in step["runs"]))
+    return step
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--lib", default=None, help="an already-built library: libattnx_plugins.so, or with "
@@ -702,6 +785,7 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--ops", default=None, help="only these ops, comma-separated (default: every kernel)")
     parser.add_argument("--no-bench", action="store_true", help="check only; no timings")
+    parser.add_argument("--no-ort", action="store_true", help="skip the ONNX Runtime GPU step")
     parser.add_argument("--emulate", action="store_true",
                         help="run the kernels' own sources on the CPU emulator (trt_plugins/emulation) instead of "
                              "a GPU: the same cases, each under two thread schedules that must agree bit for bit; "
@@ -759,6 +843,15 @@ def main(argv=None) -> int:
         if bench and kernel.bench is not None:
             benches += bench_kernel(lib, kernel, dev)
     failed = sum(not r["passed"] for rs in checks.values() for r in rs) + sum(not r["passed"] for r in refusals)
+    if args.emulate or args.no_ort:
+        report["onnxruntime_gpu"] = {"ran": False, "passed": None,
+                                     "why": "--emulate runs no GPU" if args.emulate else "--no-ort"}
+    else:
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="gpu-check-ort-") as tmp:
+            report["onnxruntime_gpu"] = ort_gpu_step(lib_path, Path(tmp), _log)
+        failed += report["onnxruntime_gpu"]["passed"] is False
     _print_table(checks, missing, benches)
     for r in refusals:
         print(f"{r['op']:<22} refuses {r['refusal']}: status {r['status']} {'✓' if r['passed'] else '✗'}")

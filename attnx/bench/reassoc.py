@@ -12,6 +12,7 @@ import time
 import numpy as np
 
 EPS = 1e-6
+DEFAULT_LENGTHS = (1024, 4096, 16384)
 
 
 def _graphs(d: int):
@@ -59,7 +60,9 @@ def _median_ms(session, feeds, repeats: int, warmup: int = 3) -> float:
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--lengths", default="1024,4096,16384", help="sequence lengths N (default 1024,4096,16384)")
+    parser.add_argument("--lengths", action="list", type=int, metavar="N",
+                        help="sequence lengths N; repeat or comma-separate "
+                             f"(default {','.join(map(str, DEFAULT_LENGTHS))})")
     parser.add_argument("--dim", type=int, default=64, help="head size d = e (default 64)")
     parser.add_argument("--repeats", type=int, default=20, help="timed runs per graph and length; median (default 20)")
     parser.add_argument("--threads", type=int, default=0,
@@ -78,10 +81,7 @@ def run(args) -> int:
 
     if args.json:
         check_output_path(args.json, "--json")
-    try:
-        lengths = [int(x) for x in args.lengths.split(",")]
-    except ValueError:
-        raise AttnxError(f"--lengths must be comma-separated integers, got {args.lengths!r}") from None
+    lengths = list(args.lengths or DEFAULT_LENGTHS)
     if args.repeats < 1 or args.dim < 1 or any(n < 1 for n in lengths):
         raise AttnxError(f"--repeats, --dim and every length must be >= 1, got {args.repeats}, {args.dim}, {lengths}")
     if args.threads < 0:

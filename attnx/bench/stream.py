@@ -16,18 +16,24 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from attnx.errors import AttnxError, ModelNotFoundError
+from attnx.errors import AttnxError, BackendUnavailableError
 from attnx.exporters.stream import export_stream
 from attnx.files import atomic_output, check_output_path, write_text
-from attnx.models import ZOO, load_model
+from attnx.models import ZOO, LoadedModel, load_model
+from attnx.models.streaming import streamable
 
 DEFAULT_MODELS = ("linear-tiny", "performer-tiny", "gau-tiny", "softmax-tiny")
+DEFAULT_POSITIONS = (128, 512, 2048, 8192)
 _NUMPY = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int64)": np.int64}
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS), help="causal zoo language models")
-    p.add_argument("--positions", nargs="+", type=int, default=[128, 512, 2048, 8192])
+    p.add_argument("--models", action="list", choices=list(ZOO), metavar="MODEL",
+                   help=f"causal zoo language models that stream; repeat or comma-separate (default "
+                        f"{','.join(DEFAULT_MODELS)})")
+    p.add_argument("--positions", action="list", type=int, metavar="N",
+                   help=f"tokens already seen, each >= 1; repeat or comma-separate (default "
+                        f"{','.join(map(str, DEFAULT_POSITIONS))})")
     p.add_argument("--repeats", type=int, default=50, help="timed decode steps per position (median reported)")
     p.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads (default 1: steadier)")
     p.add_argument("--json", metavar="PATH", help="write the rows as JSON")
@@ -45,8 +51,9 @@ def _feed(session: ort.InferenceSession, position: int, rng: np.random.Generator
     return feed
 
 
-def measure(model: str, positions, repeats: int, threads: int, work_dir: Path) -> list[dict]:
-    path = export_stream(load_model(model), work_dir / f"{model}.onnx", "decode")["decode"]
+def measure(loaded: LoadedModel, positions, repeats: int, threads: int, work_dir: Path) -> list[dict]:
+    model = loaded.name
+    path = export_stream(loaded, work_dir / f"{model}.onnx", "decode")["decode"]
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
@@ -69,15 +76,21 @@ def measure(model: str, positions, repeats: int, threads: int, work_dir: Path) -
     return rows
 
 
-def plot(rows: list[dict], path: str) -> None:
+def _pyplot():
+    """matplotlib.pyplot on the Agg backend, or BackendUnavailableError saying how to install it."""
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
-    except ImportError:
-        raise AttnxError("--plot needs matplotlib: pip install -e '.[bench]'") from None
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    except ImportError as exc:
+        raise BackendUnavailableError(f"--plot needs matplotlib, which does not import here ({exc}): "
+                                      "pip install -e '.[bench]', or leave --plot out") from None
+    return plt
+
+
+def plot(rows: list[dict], path: str) -> None:
+    fig, (ax1, ax2) = _pyplot().subplots(1, 2, figsize=(10, 4))
     for model in dict.fromkeys(r["model"] for r in rows):
         mine = [r for r in rows if r["model"] == model]
         xs = [r["position"] for r in mine]
@@ -97,19 +110,22 @@ def plot(rows: list[dict], path: str) -> None:
 
 
 def run(args) -> int:
+    positions = list(args.positions or DEFAULT_POSITIONS)
+    if min(positions) < 1 or args.repeats < 1 or args.threads < 1:
+        raise AttnxError(f"every --positions value, --repeats and --threads must be >= 1, got positions "
+                         f"{positions}, repeats {args.repeats}, threads {args.threads}")
     for flag, path in (("--json", args.json), ("--plot", args.plot)):
         if path:
             check_output_path(path, flag)
+    if args.plot:
+        _pyplot()  # before the benchmark, not after it: a missing matplotlib costs nothing
+    models = [load_model(name) for name in dict.fromkeys(args.models or DEFAULT_MODELS)]
+    for loaded in models:  # every model named must stream (ModelNotFoundError says why not), before any run
+        streamable(loaded)
     rows = []
     with tempfile.TemporaryDirectory(prefix="attnx-bench-stream-") as tmp:
-        for model in args.models:
-            if model not in ZOO:
-                print(f"{model}: skipped: not in the zoo ({', '.join(ZOO)})")
-                continue
-            try:
-                rows += measure(model, args.positions, args.repeats, args.threads, Path(tmp))
-            except ModelNotFoundError as exc:
-                print(f"{model}: skipped: {exc}")
+        for loaded in models:
+            rows += measure(loaded, positions, args.repeats, args.threads, Path(tmp))
     print(f"{'model':<16} {'position':>8} {'ms/token':>9} {'× first':>8} {'state KiB':>10} {'× first':>8}")
     for r in rows:
         print(f"{r['model']:<16} {r['position']:>8} {r['ms_per_token']:>9.3f} {r['latency_ratio']:>8.2f} "

@@ -9,7 +9,7 @@ import importlib
 
 _HOME = {"DEFAULT_BATCH": "data", "DEFAULT_NEW_TOKENS": "data", "DEFAULT_PROMPT_LENS": "data",
          "DEFAULT_SEED": "data", "DEFAULT_SEQ_LENS": "data", "check_parity": "parity", "check_stream": "stream", "check_trt": "trt_parity",
-         "load_onnx": "parity", "OutputResult": "report", "ParityReport": "report", "TOLERANCES": "tolerances"}
+         "load_onnx": "parity", "ParityOptions": "parity", "OutputResult": "report", "ParityReport": "report", "TOLERANCES": "tolerances"}
 
 __all__ = sorted(_HOME)
 

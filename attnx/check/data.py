@@ -44,3 +44,16 @@ def random_inputs(example_inputs, names, *, batch: int, seq_len: int, vocab_size
             value = torch.randint(low, high, shape, generator=generator, dtype=example.dtype)
         feed[name] = value.numpy() if value.dtype != torch.bfloat16 else value.float().numpy()
     return feed
+
+
+def draw_shaped(example, shape, *, vocab_size: int | None, generator: torch.Generator) -> np.ndarray:
+    """One input drawn at an exact `shape` (`--input-shapes name:[dims]`), like `example`: integer
+    inputs (token ids) from [0, vocab_size) or the example's own range, float inputs from a standard normal."""
+    import torch
+
+    if example.is_floating_point():
+        value = torch.randn(tuple(shape), generator=generator, dtype=torch.float64).to(example.dtype)
+    else:
+        low, high = (0, vocab_size) if vocab_size else (int(example.min()), int(example.max()) + 1)
+        value = torch.randint(low, high, tuple(shape), generator=generator, dtype=example.dtype)
+    return value.numpy() if value.dtype != torch.bfloat16 else value.float().numpy()

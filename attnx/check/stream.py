@@ -14,13 +14,13 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
-from polygraphy.backend.onnxrt import SessionFromOnnx
 from polygraphy.logger import G_LOGGER
 
 from attnx.check.compare import compare
 from attnx.check.data import DEFAULT_BATCH, DEFAULT_NEW_TOKENS, DEFAULT_PROMPT_LENS, DEFAULT_SEED
 from attnx.check.identity import MODEL_KEY, check_same_model, model_record
 from attnx.check.parity import load_onnx, model_dtype
+from attnx.check.providers import backend_label, check_form, resolve_providers, session_loader
 from attnx.check.report import OutputResult, ParityReport
 from attnx.check.tolerances import TOLERANCES, Tolerance
 from attnx.errors import BackendUnavailableError, InputError
@@ -48,11 +48,17 @@ def stream_eager(lm, ids: torch.Tensor, prompt_len: int) -> np.ndarray:
 
 
 class OrtStream:
-    """The prefill and decode graphs in ONNX Runtime (CPU), states handed from one to the next."""
+    """The prefill and decode graphs in ONNX Runtime, states handed from one to the next.
 
-    def __init__(self, prefill_path: str | Path, decode_path: str | Path):
-        self.prefill = SessionFromOnnx(str(prefill_path), providers=["cpu"])()
-        self.decode = SessionFromOnnx(str(decode_path), providers=["cpu"])()
+    resolved: the execution providers and their options (attnx.check.providers.resolve_providers;
+    default CPU only)."""
+
+    def __init__(self, prefill_path: str | Path, decode_path: str | Path,
+                 resolved: Sequence[tuple[str, dict]] | None = None):
+        resolved = resolve_providers(None) if resolved is None else resolved
+        self.label = backend_label(resolved)
+        self.prefill = session_loader(Path(prefill_path), resolved)()
+        self.decode = session_loader(Path(decode_path), resolved)()
         self.state_names = past_names([o.name for o in self.prefill.get_outputs()][1:])
         expected = [i.name for i in self.decode.get_inputs()][1:]
         if expected != self.state_names:
@@ -90,9 +96,14 @@ def _rows(got: np.ndarray, ref: np.ndarray, prompt_len: int, tol: Tolerance) -> 
 
 def check_stream(loaded: LoadedModel, prefill_path: str | Path, decode_path: str | Path, *,
                  prompt_lens: Sequence[int] = DEFAULT_PROMPT_LENS, new_tokens: int = DEFAULT_NEW_TOKENS,
-                 batch: int = DEFAULT_BATCH, seed: int | None = None,
+                 batch: int = DEFAULT_BATCH, seed: int | None = None, providers: Sequence[str] | None = None,
+                 plugin_library: str | Path | None = None,
                  progress: Callable[[str], None] = lambda msg: None) -> list[ParityReport]:
-    """[eager float64 stream report, ONNX Runtime stream report] against the full float64 model."""
+    """[eager float64 stream report, ONNX Runtime stream report] against the full float64 model.
+
+    providers: Polygraphy-style ONNX Runtime providers in priority order (tensorrt, cuda, cpu; default
+    cpu), configured by attnx.check.providers; `plugin_library` is tensorrt's, and an fp16 file builds
+    TensorRT engines with fp16 enabled."""
     prefill, decode = load_onnx(prefill_path), load_onnx(decode_path)
     check_same_model(prefill, loaded, prefill_path)
     if model_record(decode) != model_record(prefill):
@@ -101,15 +112,18 @@ def check_stream(loaded: LoadedModel, prefill_path: str | Path, decode_path: str
                          f"and {names[1]}, fingerprints differ): not a prefill/decode pair of one model")
     check_same_model(decode, loaded, decode_path)
     dtype = model_dtype(prefill)
-    if dtype == "bf16":
+    resolved = resolve_providers(providers, plugin_library=plugin_library, fp16=dtype == "fp16")
+    if dtype == "bf16" and resolved[0][0] == "CPUExecutionProvider":
         raise BackendUnavailableError("ONNX Runtime's CPU provider has no bfloat16 kernels; a bf16 stream "
                                       "needs a GPU backend")
+    for model, path in ((prefill, prefill_path), (decode, decode_path)):
+        check_form(model, resolved, str(path))
     if min(prompt_lens) < 1 or new_tokens < 1 or batch < 1:
         raise InputError(f"prompt lengths, new tokens and batch must be >= 1, got {list(prompt_lens)}, "
                          f"{new_tokens}, {batch}")
     lm64 = copy.deepcopy(streamable(loaded)).double().eval()
     with G_LOGGER.verbosity(G_LOGGER.ERROR):
-        ort_stream = OrtStream(prefill_path, decode_path)
+        ort_stream = OrtStream(prefill_path, decode_path, resolved)
     seed = DEFAULT_SEED if seed is None else seed
     generator = torch.Generator().manual_seed(seed)
     eager_rows, ort_rows = [], []
@@ -125,5 +139,5 @@ def check_stream(loaded: LoadedModel, prefill_path: str | Path, decode_path: str
     label = f"prefill {', '.join(map(str, prompt_lens))} + decode {new_tokens}"
     return [ParityReport(loaded.name, str(prefill_path), f"eager-float64 stream ({label})", "eager-float64 full",
                          "fp64", seed, shapes, eager_rows),
-            ParityReport(loaded.name, f"{prefill_path} + {decode_path}", f"onnxruntime-cpu stream ({label})",
+            ParityReport(loaded.name, f"{prefill_path} + {decode_path}", f"{ort_stream.label} stream ({label})",
                          "eager-float64 full", dtype, seed, shapes, ort_rows)]

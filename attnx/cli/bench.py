@@ -2,7 +2,8 @@
 
 A benchmark's module (which imports torch and ONNX Runtime) is imported, and its options added,
 only when the command line names that benchmark: `attnx --help` and `attnx bench --help` list
-the benchmarks from attnx.bench's declaration alone.
+the benchmarks from attnx.bench's declaration alone. The benchmarks sit below the CLI's layer:
+their list flags name attnx's one list style as `action="list"` (ListOption, registered here).
 """
 
 from __future__ import annotations
@@ -10,12 +11,15 @@ from __future__ import annotations
 import argparse
 import importlib
 
+from attnx.cli.options import ListOption
+
 
 class _BenchmarkParser(argparse.ArgumentParser):
     """A benchmark's parser: its module adds the options when argparse first parses with it."""
 
     def __init__(self, *args, benchmark: str, **kwargs):
         super().__init__(*args, **kwargs)
+        self.register("action", "list", ListOption)
         self._benchmark, self._loaded = benchmark, False
 
     def parse_known_args(self, args=None, namespace=None):

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from attnx.cli.check import check_step
 from attnx.cli.export import export_step
-from attnx.cli.options import (MODEL_HELP, TRACE_LEN, add_check_options, add_export_options, add_plugin_library,
-                               add_seq_lens, seq_lens)
+from attnx.cli.options import (MODEL_HELP, add_check_options, add_export_options, add_plugin_library, add_seq_lens,
+                               seq_lens)
 from attnx.files import atomic_output, check_output_folder, check_output_path, folder_lock
 
 
@@ -53,7 +53,8 @@ def run(args) -> int:
     from attnx.errors import BackendUnavailableError
     from attnx.models import load_model
     from attnx.plugins.engine import require_tensorrt
-    from attnx.progress import Progress
+    from attnx.plugins.library import library_path
+    from attnx.progress import Progress, warn
 
     try:
         require_tensorrt()
@@ -67,12 +68,18 @@ def run(args) -> int:
     trt_json = out_dir / f"{name}.trt-parity.json"
     for path in (onnx_path, optimized_path, ort_json, trt_json):  # every output, before any work
         check_output_path(path, "convert output", make_parents=True)
+    if args.plugins is not None and no_trt:
+        warn("attnx convert", f"--plugins {args.plugins} has no effect: TensorRT is not installed here, so the engine "
+                              "check, the one step that loads the plugin library, does not run")
+    elif not no_trt:
+        library_path(args.plugins)  # the engine check's library: one that is not there is refused before the work
     # one convert at a time per folder: a second one waits, and never reads this one's files
     with folder_lock(out_dir, progress.note):
         progress.note(f"checking against model {args.model} ({FROM_COMMAND_LINE})")
-        loaded = load_model(args.model, batch=args.batch, seq_len=TRACE_LEN)  # one model for every step
-        export_step(loaded, onnx_path, progress, dtype=args.dtype, opset=args.opset, batch=args.batch,
-                    trace_len=TRACE_LEN)
+        # one model for every step, its example traced at the zoo's sizes or a factory's own; --batch is
+        # the parity runs' (their inputs are drawn afresh at each batch and length)
+        loaded = load_model(args.model)
+        export_step(loaded, onnx_path, progress, dtype=args.dtype, opset=args.opset)
         _optimize(onnx_path, optimized_path, progress)
 
         def check(backend: str, json_path) -> int:

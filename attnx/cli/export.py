@@ -27,25 +27,30 @@ def run(args) -> int:
     outputs = [args.output] if args.mode == "full" else stream_paths(args.output, args.mode).values()
     for path in outputs:  # before the model is built: a bad path costs nothing
         check_output_path(path, "-o", make_parents=True)
+    # None where the flag is not given: a zoo model's default, a factory's own example
     loaded = load_model(args.model, batch=args.batch, seq_len=args.trace_len)
-    export_step(loaded, Path(args.output), Progress(1), dtype=args.dtype, opset=args.opset, batch=args.batch,
-                trace_len=args.trace_len, mode=args.mode)
+    export_step(loaded, Path(args.output), Progress(1), dtype=args.dtype, opset=args.opset, mode=args.mode)
     return 0
 
 
-def export_step(loaded, out: Path, progress, *, dtype: str, opset: int | None, batch: int, trace_len: int,
-                mode: str = "full") -> None:
-    """Export `loaded` to `out` as one step of `progress`, noting each graph's attnx nodes.
+def traced_at(loaded) -> str:
+    """The sizes of the example `loaded` holds, as a progress line says them."""
+    sizes = [f"batch {loaded.batch}" if loaded.batch is not None else None,
+             f"seq {loaded.seq_len}" if loaded.seq_len is not None else None]
+    shapes = ", ".join(str(list(t.shape)) for t in loaded.example_inputs)
+    return f"traced at {', '.join(s for s in sizes if s)}" if any(sizes) else f"traced at inputs {shapes}"
 
-    batch, trace_len: the traced example `loaded` was built at (said in the step's title)."""
+
+def export_step(loaded, out: Path, progress, *, dtype: str, opset: int | None, mode: str = "full") -> None:
+    """Export `loaded` to `out` as one step of `progress`, noting each graph's attnx nodes; the step's
+    title says the sizes of the example traced (`loaded.batch`, `loaded.seq_len`)."""
     import onnx
 
     from attnx.exporters import default_opset, export
     from attnx.exporters.stream import export_stream
 
     opset = default_opset(loaded.module) if opset is None else opset
-    with progress.step(f"export {loaded.name} ({mode}) → {out} ({dtype}, opset {opset}, traced at batch "
-                       f"{batch}, seq {trace_len})"):
+    with progress.step(f"export {loaded.name} ({mode}) → {out} ({dtype}, opset {opset}, {traced_at(loaded)})"):
         if mode == "full":
             written = {"full": out}
             export(loaded, out, dtype=dtype, opset=opset)

@@ -1,4 +1,4 @@
-"""attnx command line: zoo | export | check | optimize | convert | generate | bench | plugins | build.
+"""attnx command line: zoo | export | check | optimize | convert | generate | bench | plugins | build | train | triton.
 
 Exit codes: 0 success (parity passed), 1 parity failed, 2 bad input or usage, 3 internal error,
 130 interrupted, 141 stdout closed by its reader.
@@ -15,10 +15,10 @@ import threading
 import traceback
 from pathlib import Path
 
-from attnx.cli import bench, build, check, convert, export, generate, optimize, plugins, zoo
+from attnx.cli import bench, build, check, convert, export, generate, optimize, plugins, train, triton, zoo
 from attnx.errors import AttnxError
 
-COMMANDS = (zoo, export, check, convert, generate, optimize, bench, plugins, build)  # in `attnx --help` order
+COMMANDS = (zoo, export, check, convert, generate, optimize, bench, plugins, build, train, triton)  # in `attnx --help` order
 # 0 and 1 are the handlers' own (success or parity passed; parity failed); these are main's
 EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_PIPE_CLOSED = 2, 3, 130, 141
 DEBUG_ENV = "ATTNX_DEBUG"

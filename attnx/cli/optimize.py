@@ -20,36 +20,67 @@ def _load(path: Path):
     return model
 
 
-def _parse_passes(text: str | None) -> list[str] | None:
-    if text is None:
-        return None
-    names = [n.strip() for n in text.split(",") if n.strip()]
-    if not names:
-        raise AttnxError("--passes needs at least one pass name, got an empty list")
-    return names
+def _trt_version(text: str) -> tuple[int, int]:
+    """argparse type of --trt-version: X.Y, at least the oldest supported (a usage error says which)."""
+    import argparse
+
+    from attnx.surgeon.trt_versions import parse_version
+
+    try:
+        return parse_version(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _attention_ops(model) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for n in model.graph.node:
+        if n.domain in ("", "ai.onnx") and n.op_type in ("Attention", "RotaryEmbedding"):
+            counts[n.op_type] = counts.get(n.op_type, 0) + 1
+    return counts
+
+
+def _lowering_line(target: str, version, why: str, optimized, final) -> str:
+    before, after = _attention_ops(optimized), _attention_ops(final)
+    lowered = [f"{before[op] - after.get(op, 0)} {op}" for op in sorted(before) if before[op] > after.get(op, 0)]
+    kept = [f"{n} {op}" for op, n in sorted(after.items())]
+    done = f"lowered {', '.join(lowered)} to primitive ops" if lowered else "nothing to lower"
+    for_ = (f"for TensorRT {version[0]}.{version[1]} ({why})" if target == "trt"
+            else "for ONNX Runtime's TensorRT provider")
+    return f"{for_}: {done}" + (f"; kept {', '.join(kept)} (its parser takes them)" if kept else "")
 
 
 def run(args) -> int:
     import onnx
 
+    from attnx.progress import warn
     from attnx.surgeon.pipeline import optimize_model
     from attnx.surgeon.retarget import retarget
-    from attnx.surgeon.shapes import matmul_flops
+    from attnx.surgeon.shapes import matmul_flops, uncounted_ops
+    from attnx.surgeon.trt_versions import default_version
 
     if args.flops_seq_len < 1:
         raise AttnxError(f"--flops-seq-len must be >= 1, got {args.flops_seq_len}")
+    if args.trt_version is not None and args.target != "trt":
+        warn("attnx optimize", f"--trt-version is ignored: only --target trt reads it (target {args.target})")
     out = check_output_path(args.output, "-o", make_parents=True)  # both outputs, before any work
     report_path = check_output_path(args.report, "--report") if args.report else None
+    version, why = (args.trt_version, "given") if args.trt_version else default_version()
     model = _load(Path(args.input))
-    optimized, reports = optimize_model(model, "ort", _parse_passes(args.passes))
-    final = retarget(optimized, args.target)
-    # the cost of a fused node is that of its function body, so count on the attnx form
+    optimized, reports = optimize_model(model, "ort", args.passes)
+    final = retarget(optimized, args.target, version)
+    # the cost of a fused node is that of its function body, so count on the attnx form (retarget copies)
     before, unresolved_before = matmul_flops(model, args.flops_seq_len)
     after, unresolved_after = matmul_flops(optimized, args.flops_seq_len)
+    uncounted = sorted(set(uncounted_ops(model)) | set(uncounted_ops(optimized)))
     report = {"passes": [r.to_json() for r in reports], "flops_before": before, "flops_after": after,
               "flops_seq_len": args.flops_seq_len, "target": args.target}
+    if args.target == "trt":
+        report["trt_version"] = f"{version[0]}.{version[1]}"
     if unresolved_before or unresolved_after:
         report["flops_unresolved_nodes"] = {"before": unresolved_before, "after": unresolved_after}
+    if uncounted:
+        report["flops_uncounted_ops"] = uncounted
     with atomic_outputs(out, *([report_path] if report_path else [])) as staged:  # both land, or neither
         onnx.save(final, staged[0])
         if report_path:
@@ -58,24 +89,39 @@ def run(args) -> int:
         print(f"{r.name:<30} matched {r.matched}, rewritten {r.rewritten}")
         for d in r.details:
             print(f"  {d['at']}: {d['change'] if d['rewritten'] else 'left alone: ' + d['why']}")
-    ratio = f" ({before / after:.1f}x fewer)" if after else ""
-    print(f"MatMul/Einsum FLOPs at N = {args.flops_seq_len}, batch 1: {before:.3g} → {after:.3g}{ratio}")
+    if args.target in ("trt", "ort-trt"):
+        print(_lowering_line(args.target, version, why, optimized, final))
+    ratio = f" ({before / after:.1f}x fewer)" if after and before != after else (" (unchanged)" if before == after
+                                                                                  else "")
+    line = f"MatMul/Einsum FLOPs at N = {args.flops_seq_len}, batch 1: {before:.3g} → {after:.3g}{ratio}"
+    if uncounted:
+        line += f"; not counted: {', '.join(uncounted)} (no body to count)"
+    if unresolved_before or unresolved_after:
+        line += f"; {unresolved_before} → {unresolved_after} products of unknown shape left out"
+    print(line)
     print(f"wrote {out} ({args.target} form)")
     return 0
 
 
 def add_parser(subparsers) -> None:
+    from attnx.cli.options import ListOption
     from attnx.surgeon.names import PASS_ORDER, TARGETS
+    from attnx.surgeon.trt_versions import OLDEST, PARSER_SINCE, fmt, supported_text
 
-    p = subparsers.add_parser("optimize", help="fuse and reassociate attention, then write the ort, portable or "
-                                               "trt form")
+    p = subparsers.add_parser("optimize", help="fuse and reassociate attention, then write the ort, portable, "
+                                               "trt or ort-trt form")
     p.add_argument("input", help="ONNX file (attnx form, or a plain export of someone else's model)")
     p.add_argument("-o", "--output", required=True, help="ONNX file to write")
     p.add_argument("--target", choices=list(TARGETS), default="ort",
                    help="ort: attnx nodes with local functions; portable: inlined, standard ops only; trt: "
-                        "TensorRT plugin nodes (default ort)")
-    p.add_argument("--passes", default=None,
-                   help=f"comma-separated passes to run, in pipeline order whatever the order given "
+                        "TensorRT plugin nodes, standard ops its parser lacks lowered; ort-trt: for ONNX Runtime's "
+                        "TensorRT provider (plugin nodes, Attention and RotaryEmbedding lowered) (default ort)")
+    p.add_argument("--trt-version", type=_trt_version, default=None, metavar="X.Y",
+                   help=f"TensorRT the trt form is for ({supported_text()}): Attention is lowered below "
+                        f"{fmt(PARSER_SINCE['Attention'])}, RotaryEmbedding below {fmt(PARSER_SINCE['RotaryEmbedding'])} "
+                        f"(default: the installed tensorrt's version, else {fmt(OLDEST)}, JetPack 6's)")
+    p.add_argument("--passes", action=ListOption, default=None, metavar="PASS", choices=list(PASS_ORDER),
+                   help=f"passes to run, repeatable or comma-separated, in pipeline order whatever the order given "
                         f"(default all: {','.join(PASS_ORDER)})")
     p.add_argument("--report", metavar="PATH", default=None, help="write the JSON report here")
     p.add_argument("--flops-seq-len", type=int, default=DEFAULT_FLOPS_SEQ_LEN,

@@ -7,6 +7,7 @@ the runners.
 from __future__ import annotations
 
 import argparse
+import re
 
 MODEL_HELP = "a zoo name (see `attnx zoo`) or path/file.py:factory returning (module, example_inputs)"
 # the example an export traces; both >= 2, since torch.export specialises sizes of 1
@@ -31,7 +32,8 @@ def at_least(low: int):
 
 class ListOption(argparse.Action):
     """A list flag in attnx's one style: repeatable, and each value may hold several, comma-separated
-    (`--seq-len 1,37 --seq-len 300` is [1, 37, 300]). Each item goes through the option's `type`
+    (`--seq-len 1,37 --seq-len 300` is [1, 37, 300]; a comma inside brackets belongs to its item, as in
+    `--input-shapes ids:[2,37],mask:[2,37]`). Each item goes through the option's `type`
     (a usage error names the item); `choices`, when given, are checked per item."""
 
     def __init__(self, option_strings, dest, type=None, choices=None, **kwargs):
@@ -40,7 +42,7 @@ class ListOption(argparse.Action):
         super().__init__(option_strings, dest, metavar=metavar, **kwargs)
 
     def __call__(self, parser, namespace, values, option_string=None):
-        items = [item.strip() for item in str(values).split(",")]
+        items = [item.strip() for item in re.split(r",(?![^\[]*\])", str(values))]  # a comma inside [...] is the item's
         if not all(items):
             parser.error(f"argument {option_string}: expected a comma-separated list with no empty item, "
                          f"found {values!r}")
@@ -70,11 +72,14 @@ def seed_value(text: str) -> int:
 
 
 def add_trace_options(p: argparse.ArgumentParser) -> None:
-    """--seq-len (dest trace_len) and --batch of the traced example."""
-    p.add_argument("--seq-len", dest="trace_len", type=at_least(2), default=TRACE_LEN,
-                   help=f"sequence length traced (>= 2; the exported sequence axis is dynamic; default {TRACE_LEN})")
-    p.add_argument("--batch", type=at_least(2), default=TRACE_BATCH,
-                   help=f"batch traced (>= 2; the exported batch axis is dynamic; default {TRACE_BATCH})")
+    """--seq-len (dest trace_len) and --batch of the traced example; None where not given (a factory then
+    traces its own example; a factory given one must take it: attnx.models.load_model)."""
+    p.add_argument("--seq-len", dest="trace_len", type=at_least(2), default=None,
+                   help=f"sequence length traced (>= 2; the exported sequence axis is dynamic; default {TRACE_LEN}; "
+                        "a path/file.py:factory is called with seq_len=N, and without the flag draws its own)")
+    p.add_argument("--batch", type=at_least(2), default=None,
+                   help=f"batch traced (>= 2; the exported batch axis is dynamic; default {TRACE_BATCH}; "
+                        "a path/file.py:factory is called with batch=B, and without the flag draws its own)")
 
 
 def add_export_options(p: argparse.ArgumentParser) -> None:

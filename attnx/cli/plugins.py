@@ -8,8 +8,7 @@ from __future__ import annotations
 import json
 import sys
 
-from attnx.cli.options import add_plugin_library
-from attnx.errors import AttnxError
+from attnx.cli.options import ListOption, add_plugin_library, at_least
 
 
 def log(message: str) -> None:
@@ -24,11 +23,11 @@ def add_parser(subparsers) -> None:
     sub = p.add_subparsers(dest="plugins_command", required=True, metavar="SUBCOMMAND")
 
     b = sub.add_parser("build", help="build libattnx_plugins.so with CMake and nvcc (no TensorRT runtime needed)")
-    b.add_argument("--arch", default=",".join(DEFAULT_ARCHS),
-                   help=f"CUDA compute capabilities, comma-separated (default {','.join(DEFAULT_ARCHS)})")
+    b.add_argument("--arch", action=ListOption, metavar="SM",
+                   help=f"CUDA compute capabilities; repeat or comma-separate (default {','.join(DEFAULT_ARCHS)})")
     b.add_argument("--out", default=None, help="build folder (default: build/trt_plugins in a checkout, else "
                                                  "$XDG_CACHE_HOME/attnx/trt_plugins-VERSION, ~/.cache without it)")
-    b.add_argument("--jobs", type=int, default=None, help="parallel compile jobs (default: CPU count)")
+    b.add_argument("--jobs", type=at_least(1), default=None, help="parallel compile jobs (default: CPU count)")
     b.set_defaults(run=run_build)
 
     i = sub.add_parser("info", help="each creator's name, version, namespace and fields, as the library reports them")
@@ -41,20 +40,11 @@ def add_parser(subparsers) -> None:
     q.set_defaults(run=run_path)
 
 
-def _parse_archs(text: str) -> list[str]:
-    archs = [a.strip() for a in text.split(",") if a.strip()]
-    if not archs:
-        raise AttnxError(f"--arch {text!r}: expected a comma-separated list of compute capabilities like 87,90")
-    return archs
-
-
 def run_build(args) -> int:
-    from attnx.plugins.build import build_library
+    from attnx.plugins.build import DEFAULT_ARCHS, build_library
     from attnx.plugins.library import ENV_VAR, default_library_path
 
-    if args.jobs is not None and args.jobs < 1:
-        raise AttnxError(f"--jobs must be >= 1, got {args.jobs}")
-    lib = build_library(_parse_archs(args.arch), out_dir=args.out, log=log, jobs=args.jobs)
+    lib = build_library(args.arch or DEFAULT_ARCHS, out_dir=args.out, log=log, jobs=args.jobs)
     if lib.resolve() != default_library_path().resolve():
         log(f"[attnx] not the default build dir: pass --lib/--plugins {lib} or set {ENV_VAR}={lib}")
     print(lib)

@@ -18,6 +18,7 @@ def run(args) -> int:
         print(json.dumps([{"name": e.name, "description": e.description, "seed": e.seed} for e in ZOO.values()],
                          indent=2))
     else:
+        width = max(len(name) for name in ZOO)
         for e in ZOO.values():
-            print(f"{e.name:<16} {e.description}")
+            print(f"{e.name:<{width}} {e.description}")
     return 0

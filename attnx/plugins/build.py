@@ -170,12 +170,15 @@ def _cmake_build(cmake: str, source_dir: Path, out: Path, defines: list[str], li
 
 def build_library(archs: Sequence[str | int] = DEFAULT_ARCHS, out_dir: str | Path | None = None,
                   log: Callable[[str], None] = print, jobs: int | None = None) -> Path:
-    """Configure and build the plugin library; returns the path of libattnx_plugins.so."""
-    _require_sources(SOURCE_DIR)
+    """Configure and build the plugin library; returns the path of libattnx_plugins.so.
+
+    The arguments are checked before the tools are looked for: a bad architecture or folder says so
+    even where CMake or nvcc is missing."""
+    arch_list = _normalise_archs(archs)
     out = check_output_folder(out_dir if out_dir is not None else default_build_dir(), "plugin build folder")
+    _require_sources(SOURCE_DIR)
     cmake = find_cmake()
     nvcc = find_nvcc()
-    arch_list = _normalise_archs(archs)
     inc = headers.include_dir(log)
     log(f"[attnx] building {LIBRARY_NAME} for sm_{', sm_'.join(arch_list)} in {out} (TensorRT headers: {inc})")
     return _cmake_build(cmake, SOURCE_DIR, out, [f"-DTRT_INCLUDE_DIR={inc}",

@@ -24,6 +24,37 @@ from attnx.exporters import OPSETS
 MIN_OPSET = min(OPSETS)  # the passes build nodes of this opset and later
 
 
+def _has_bfloat16(graph: onnx.GraphProto) -> bool:
+    values = [*graph.input, *graph.value_info, *graph.output]
+    return (any(v.type.tensor_type.elem_type == onnx.TensorProto.BFLOAT16 for v in values)
+            or any(t.data_type == onnx.TensorProto.BFLOAT16 for t in graph.initializer))
+
+
+def import_graph(model: onnx.ModelProto) -> gs.Graph:
+    """gs.import_onnx, with bfloat16 constants loaded as ml_dtypes bfloat16 arrays (what onnx.numpy_helper
+    reads them as). graphsurgeon's own lazy load of a bfloat16 constant warns, once per constant, that the
+    values will be cast to another type; they are not (a Constant exports in its export_dtype), so reading
+    a bf16 file's scales printed some hundred false warnings. Its import also warns, once, that bfloat16
+    has no NumPy type and "the original ONNX type will be preserved": it is (ml_dtypes carries it), so that
+    warning is held back for the import alone, other warnings and errors still print."""
+    from onnx_graphsurgeon.logger import G_LOGGER
+
+    severity = G_LOGGER.severity
+    if _has_bfloat16(model.graph):
+        G_LOGGER.severity = max(severity, G_LOGGER.ERROR)
+    try:
+        graph = gs.import_onnx(model)
+    finally:
+        G_LOGGER.severity = severity
+    constants = [t for t in graph.tensors().values() if isinstance(t, gs.Constant)]
+    constants += [v for node in graph.nodes for v in node.attrs.values() if isinstance(v, gs.Constant)]
+    for c in constants:
+        lazy = c._values  # graphsurgeon's LazyValues until first read; the read is what warns
+        if isinstance(lazy, gs.ir.tensor.LazyValues) and lazy.dtype == onnx.TensorProto.BFLOAT16:
+            c.values = onnx.numpy_helper.to_array(lazy.tensor)
+    return graph
+
+
 def read_model(path: str | Path) -> onnx.ModelProto:
     """The ModelProto at `path`; a missing, empty or malformed file is an OnnxFileError saying which."""
     path = Path(path)

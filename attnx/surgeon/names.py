@@ -11,4 +11,4 @@ PASS_ORDER = (  # why this order: pipeline.py's docstring
     "reassociate",
     "fuse-linear-attention",
 )
-TARGETS = ("ort", "portable", "trt")
+TARGETS = ("ort", "portable", "trt", "ort-trt")

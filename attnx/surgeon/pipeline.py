@@ -31,6 +31,7 @@ from attnx.exporters.functions import attach_local_functions, model_opset
 from attnx.ops import DOMAIN, register_onnx_schemas
 from attnx.surgeon.attnx_node import verify_attnx_nodes
 from attnx.surgeon.framework import Pass
+from attnx.surgeon.graph import import_graph
 from attnx.surgeon.fuse_linear_attention import FuseLinearAttention
 from attnx.surgeon.fuse_mixed_chunk_attention import FuseMixedChunkAttention
 from attnx.surgeon.fuse_performer_features import FusePerformerFeatures
@@ -69,7 +70,7 @@ def _infer(model: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def _run_pass(model: onnx.ModelProto, pass_: Pass):
-    graph = gs.import_onnx(_strip_attnx_functions(_infer(model)))
+    graph = import_graph(_strip_attnx_functions(_infer(model)))
     report = pass_.run(graph, model_opset(model))
     graph.cleanup().toposort()
     out = gs.export_onnx(graph, do_type_check=False)
@@ -89,8 +90,10 @@ def select_passes(names: list[str] | None) -> list[Pass]:
     return [cls() for name, cls in PASSES.items() if name in names]
 
 
-def optimize_model(model: onnx.ModelProto, target: str = "ort", passes: list[str] | None = None):
-    """Run the passes, then convert to `target`: (ModelProto, [PassReport]).
+def optimize_model(model: onnx.ModelProto, target: str = "ort", passes: list[str] | None = None,
+                   trt_version: tuple[int, int] | None = None):
+    """Run the passes, then convert to `target`: (ModelProto, [PassReport]); `trt_version` is the TensorRT
+    whose parser the `trt` form is for (default: attnx.surgeon.trt_versions.default_version()).
 
     The input is not modified. `passes` None runs them all. An attnx node whose attributes are
     missing, invalid or disagree with its function overload is refused first (OnnxFileError):
@@ -108,4 +111,4 @@ def optimize_model(model: onnx.ModelProto, target: str = "ort", passes: list[str
     for pass_ in select_passes(passes):
         out, report = _run_pass(out, pass_)
         reports.append(report)
-    return retarget(_infer(out), target), reports
+    return retarget(_infer(out), target, trt_version), reports

@@ -6,7 +6,12 @@ trt       each attnx node becomes its TensorRT plugin node: op_type = the spec's
           domain trt.plugins, `plugin_version` and `plugin_namespace` attributes, no local
           functions, attributes in the types the TensorRT ONNX parser hands to plugins
           (int → INT read as int32, float → FLOAT read as float32, str → STRING read as char),
-          and every output of the plugin named (the parser wants as many as the plugin has).
+          and every output of the plugin named (the parser wants as many as the plugin has);
+          standard Attention / RotaryEmbedding that the given TensorRT version's parser lacks
+          lowered to primitive ops (attnx.surgeon.trt_versions, attnx.surgeon.lower).
+ort-trt   what ONNX Runtime's TensorRT provider takes: the trt form's plugin nodes (the provider loads
+          them through trt_extra_plugin_lib_paths as custom ops of domain trt.plugins), with every
+          standard Attention / RotaryEmbedding lowered (the provider places them on other providers).
 Everything comes from the op's spec (`spec.plugin`, `spec.attributes`).
 """
 
@@ -21,6 +26,9 @@ from attnx.errors import OnnxFileError
 from attnx.exporters.functions import attach_local_functions
 from attnx.ops import DOMAIN
 from attnx.surgeon.attnx_node import read_node, verify_attnx_nodes
+from attnx.surgeon.graph import import_graph
+from attnx.surgeon.lower import lower_standard_ops
+from attnx.surgeon import trt_versions
 from attnx.surgeon.names import TARGETS
 
 TRT_DOMAIN = "trt.plugins"
@@ -38,7 +46,7 @@ def to_portable(model: onnx.ModelProto) -> onnx.ModelProto:
         raise OnnxFileError(f"inlining left non-standard nodes {', '.join(left)}; the portable form must hold "
                             "standard ONNX ops only")
     _drop_opset(model, DOMAIN)
-    graph = gs.import_onnx(model)  # specialised bodies leave constants their branch did not use
+    graph = import_graph(model)  # specialised bodies leave constants their branch did not use
     cleaned = gs.export_onnx(graph.cleanup(), do_type_check=False)
     cleaned.ir_version = model.ir_version
     cleaned.metadata_props.extend(model.metadata_props)
@@ -57,7 +65,21 @@ def _plugin_attribute(spec, name: str, value) -> onnx.AttributeProto:
     return helper.make_attribute(name, int(value), attr_type=onnx.AttributeProto.INT)
 
 
-def to_trt(model: onnx.ModelProto) -> onnx.ModelProto:
+def to_trt(model: onnx.ModelProto, trt_version: tuple[int, int] | None = None) -> onnx.ModelProto:
+    """Plugin nodes, and the standard ops TensorRT `trt_version`'s parser lacks lowered (default: the
+    installed TensorRT's version, else the oldest supported)."""
+    if trt_version is None:
+        trt_version, _ = trt_versions.default_version()
+    return _plugin_form(model, trt_version)
+
+
+def to_ort_trt(model: onnx.ModelProto, trt_version: tuple[int, int] | None = None) -> onnx.ModelProto:
+    return _plugin_form(model, None)
+
+
+def _plugin_form(model: onnx.ModelProto, trt_version: tuple[int, int] | None) -> onnx.ModelProto:
+    """trt_version None: for ONNX Runtime's TensorRT provider (every lowerable op lowered)."""
+    model, _ = lower_standard_ops(model, lambda op, outputs: not trt_versions.parser_takes(op, trt_version, outputs))
     model = attach_local_functions(model)  # every node's functions, its attributes already complete
     for node in model.graph.node:
         if node.domain != DOMAIN:
@@ -92,16 +114,19 @@ def _drop_opset(model: onnx.ModelProto, domain: str) -> None:
     model.opset_import.extend(keep)
 
 
-RETARGET = {"ort": to_ort, "portable": to_portable, "trt": to_trt}
+RETARGET = {"ort": to_ort, "portable": to_portable, "trt": to_trt, "ort-trt": to_ort_trt}
 
 
-def retarget(model: onnx.ModelProto, target: str) -> onnx.ModelProto:
+def retarget(model: onnx.ModelProto, target: str, trt_version: tuple[int, int] | None = None) -> onnx.ModelProto:
     """`model` (attnx form) in the form `target`, checked by onnx.checker; an attnx node with
-    attributes missing, invalid or disagreeing with its function overload is refused, not completed."""
+    attributes missing, invalid or disagreeing with its function overload is refused, not completed.
+    `model` is not modified. `trt_version` is read by the trt form only."""
     if target not in RETARGET:
         raise OnnxFileError(f"unknown target {target!r}; expected one of {', '.join(TARGETS)}")
     verify_attnx_nodes(model)
-    out = RETARGET[target](model)
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)  # the forms rewrite nodes in place; the caller still counts FLOPs on `model`
+    out = RETARGET[target](copy, trt_version) if target in ("trt", "ort-trt") else RETARGET[target](copy)
     try:
         onnx.checker.check_model(out)
     except onnx.checker.ValidationError as exc:

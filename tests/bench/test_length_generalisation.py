@@ -7,7 +7,7 @@ from attnx.cli.main import main
 
 def test_table_shows_relu2_n_drifting_and_softmax_log_n_not(tmp_path, capsys):
     out = tmp_path / "rows.json"
-    assert main(["bench", "length-generalisation", "--models", "gau-n-tiny", "gau-softmax-tiny", "--base-length", "16",
+    assert main(["bench", "length-generalisation", "--models", "gau-n-tiny,gau-softmax-tiny", "--base-length", "16",
                  "--batch", "2", "--json", str(out)]) == 0
     text = capsys.readouterr().out
     assert "entropy" in text and "drift" in text and "gau-softmax-tiny" in text

@@ -7,11 +7,13 @@ import numpy as np
 import onnxruntime as ort
 
 from attnx.bench import reassoc
+from attnx.cli.options import ListOption
 from attnx.surgeon import optimize_model
 
 
 def test_bench_runs_and_writes_rows(tmp_path):
     parser = argparse.ArgumentParser()
+    parser.register("action", "list", ListOption)  # as attnx.cli.bench registers it
     reassoc.add_arguments(parser)
     out = tmp_path / "rows.json"
     args = parser.parse_args(["--lengths", "256", "--dim", "16", "--repeats", "1", "--json", str(out)])

@@ -17,8 +17,10 @@ def run(*args):
 def test_zoo_json_lists_the_models(capsys):
     assert main(["zoo", "--json"]) == 0
     names = [e["name"] for e in json.loads(capsys.readouterr().out)]
-    assert names == ["softmax-tiny", "linear-tiny", "performer-tiny", "gau-tiny", "gau-n-tiny", "gau-softmax-tiny", "flash-tiny",
-                     "local-tiny", "dilated-tiny", "strided-tiny", "transnormer-tiny", "vit-rope2d-tiny"]
+    assert names == ["softmax-tiny", "softmax-sqrtd-tiny", "linear-tiny", "performer-tiny", "gau-tiny", "gau-n-tiny",
+                     "gau-fixed-tiny", "gau-softmax-tiny", "flash-tiny", "local-tiny", "dilated-tiny", "strided-tiny",
+                     "transnormer-tiny", "vit-rope2d-tiny", "gau-n-trained", "gau-fixed-trained", "gau-softmax-trained",
+                     "softmax-sqrtd-trained", "softmax-trained", "linear-trained", "flash-trained"]
 
 
 def test_export_then_check_with_json(tmp_path):
@@ -71,7 +73,7 @@ def test_check_takes_the_model_name_from_the_file(tmp_path, capsys):
 def test_unknown_model_name_is_a_clear_error(tmp_path, capsys):
     assert main(["export", "gpt-huge", "-o", str(tmp_path / "x.onnx")]) == 2
     err = capsys.readouterr().err
-    assert "unknown model 'gpt-huge'" in err and "softmax-tiny, linear-tiny" in err and "path/file.py:factory" in err
+    assert "unknown model 'gpt-huge'" in err and "softmax-tiny, softmax-sqrtd-tiny, linear-tiny" in err and "path/file.py:factory" in err
 
 
 def test_malformed_onnx_file_is_a_clear_error(tmp_path, capsys):

@@ -12,9 +12,11 @@ import sys
 import pytest
 
 HEAVY = ("torch", "onnx", "onnxruntime", "polygraphy", "onnx_graphsurgeon", "onnxscript")
-COMMANDS = ("zoo", "export", "check", "convert", "generate", "optimize", "bench", "plugins", "build")
-ZOO_NAMES = ["softmax-tiny", "linear-tiny", "performer-tiny", "gau-tiny", "gau-n-tiny", "gau-softmax-tiny",
-             "flash-tiny", "local-tiny", "dilated-tiny", "strided-tiny", "transnormer-tiny", "vit-rope2d-tiny"]
+COMMANDS = ("zoo", "export", "check", "convert", "generate", "optimize", "bench", "plugins", "build", "triton")
+ZOO_NAMES = ["softmax-tiny", "softmax-sqrtd-tiny", "linear-tiny", "performer-tiny", "gau-tiny", "gau-n-tiny",
+             "gau-fixed-tiny", "gau-softmax-tiny", "flash-tiny", "local-tiny", "dilated-tiny", "strided-tiny",
+             "transnormer-tiny", "vit-rope2d-tiny", "gau-n-trained", "gau-fixed-trained", "gau-softmax-trained",
+             "softmax-sqrtd-trained", "softmax-trained", "linear-trained", "flash-trained"]
 MARK = "HEAVY-MODULES:"
 _PROBE = f"""
 import sys
@@ -89,7 +91,7 @@ def test_bench_options_still_parse_once_named():
 
 
 @pytest.mark.parametrize("args", [["zoo"], ["zoo", "--json"]])
-def test_zoo_lists_the_twelve_models(args):
+def test_zoo_lists_its_models(args):
     code, out, err, heavy = probe(*args)
     assert_light(args, heavy)
     assert code == 0, err
@@ -101,7 +103,8 @@ def test_zoo_lists_the_twelve_models(args):
 @pytest.mark.parametrize("args", [["check", "--seq-len", "0"], ["export"], ["bogus"], ["optimize", "in.onnx"],
                                   ["check", "--dtype", "fp8"], ["optimize", "a", "-o", "b", "--target", "x"],
                                   ["build", "f.onnx"], ["generate", "--new-tokens", "-1"],
-                                  ["plugins", "build", "--nope"], ["bench"]])
+                                  ["plugins", "build", "--nope"], ["bench"], ["triton", "serve"],
+                                  ["triton", "linear-tiny"], ["triton", "linear-tiny", "--backend", "x"]])
 def test_usage_errors_exit_2_at_once(args):
     code, _, err, heavy = probe(*args)
     assert_light(args, heavy)

@@ -285,8 +285,9 @@ def test_cli_plugins_build_is_incremental(plugin_lib, capsys):
 
 
 def test_cli_plugins_build_rejects_bad_jobs(capsys):
-    with pytest.raises(AttnxError, match="--jobs must be >= 1, got 0"):
+    with pytest.raises(SystemExit) as exc:  # a usage error, before anything is looked for
         _cli(["plugins", "build", "--jobs", "0"], capsys)
+    assert exc.value.code == 2 and "--jobs: expected an integer >= 1, found 0" in capsys.readouterr().err
 
 
 @pytest.fixture
@@ -311,14 +312,17 @@ def tensorrt_without_runtime(monkeypatch):
     monkeypatch.setitem(sys.modules, "tensorrt", fake)
 
 
-def test_cli_build_says_tensorrt_is_not_installed(no_tensorrt, capsys, tmp_path):
+def test_cli_build_says_tensorrt_is_not_installed(no_tensorrt, capsys, tmp_path, exported):
+    _, path = exported("linear-tiny")  # a valid file: build checks its own arguments before TensorRT
     with pytest.raises(BackendUnavailableError, match="TensorRT is not installed here .*import tensorrt failed"):
-        _cli(["build", str(tmp_path / "m.onnx"), "-o", str(tmp_path / "m.engine"), "--fp16"], capsys)
+        _cli(["build", str(path), "-o", str(tmp_path / "m.engine"), "--fp16"], capsys)
+    assert not (tmp_path / "m.engine").exists()
 
 
-def test_cli_build_says_tensorrt_runtime_does_not_load(tensorrt_without_runtime, capsys, tmp_path):
+def test_cli_build_says_tensorrt_runtime_does_not_load(tensorrt_without_runtime, capsys, tmp_path, exported):
+    _, path = exported("linear-tiny")
     with pytest.raises(BackendUnavailableError, match="TensorRT is not installed here .*libnvinfer.so.10"):
-        _cli(["build", str(tmp_path / "m.onnx"), "-o", str(tmp_path / "m.engine")], capsys)
+        _cli(["build", str(path), "-o", str(tmp_path / "m.engine")], capsys)
 
 
 def test_check_trt_says_tensorrt_is_not_installed(no_tensorrt, exported):

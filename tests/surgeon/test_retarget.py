@@ -50,7 +50,7 @@ def test_trt_form_names_the_plugin_and_types_fields_as_the_parser_passes_them(pl
 
 
 def test_unknown_target_and_pass_say_what_exists(plain):
-    with pytest.raises(AttnxError, match="expected one of ort, portable, trt"):
+    with pytest.raises(AttnxError, match="expected one of ort, portable, trt, ort-trt"):
         optimize_model(plain, "tensorrt")
     with pytest.raises(AttnxError, match="unknown pass.*reassociate"):
         optimize_model(plain, "ort", ["reassociation"])
@@ -69,3 +69,15 @@ def test_portable_form_of_every_new_fusion_is_standard_ops_and_computes_the_same
         assert sum(r.rewritten for r in reports) >= 1, type(module).__name__
         assert not out.functions and {n.domain for n in out.graph.node} == {""}, type(module).__name__
         assert_same_outputs(model, out, shapes, axes, rng, lengths=(1, 37))
+
+
+def test_retarget_leaves_its_input_alone(plain):
+    """The trt form once rewrote the attnx model in place, and optimize then counted the FLOPs of plugin
+    nodes (none) as the optimized model's."""
+    from attnx.surgeon.retarget import retarget
+
+    attnx_form, _ = optimize_model(plain, "ort")
+    before = attnx_form.SerializeToString()
+    for target in ("trt", "ort-trt", "portable"):
+        retarget(attnx_form, target)
+        assert attnx_form.SerializeToString() == before, target
