@@ -139,6 +139,10 @@ def run(args) -> int:
         if path:
             check_output_path(path, flag)
     if args.trained:
+        if args.plot:
+            from attnx.bench.stream import _pyplot
+
+            _pyplot()  # before the evaluation: a missing matplotlib is exit 2 and costs nothing
         return run_trained(args)
     if args.plot:
         raise AttnxError("--plot draws the accuracy of trained models: expected --trained with it")

@@ -68,10 +68,36 @@ def test_convert_passes_on_a_trained_model(tmp_path, capsys):
     assert main(["convert", "gau-n-trained", "-o", str(tmp_path / "out")]) == 0
 
 
+def _has_matplotlib() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("matplotlib") is not None
+
+
+def test_bench_plot_without_matplotlib_is_refused_before_the_work(tmp_path, capsys, monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_matplotlib(name, *args, **kwargs):
+        if name == "matplotlib" or name.startswith("matplotlib."):
+            raise ImportError("No module named 'matplotlib'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_matplotlib)
+    png = tmp_path / "plot.png"
+    assert main(["bench", "length-generalisation", "--trained", "--models", "softmax-trained", "--factors", "1",
+                 "--examples", "4", "--plot", str(png)]) == 2
+    captured = capsys.readouterr()
+    assert "--plot needs matplotlib" in captured.err and "softmax-trained" not in captured.out
+    assert not png.exists()
+
+
 def test_bench_table_comes_from_the_checkpoints(tmp_path, capsys):
     out, png = tmp_path / "rows.json", tmp_path / "plot.png"
+    plot = ["--plot", str(png)] if _has_matplotlib() else []  # matplotlib: the [bench] and [test] extras
     assert main(["bench", "length-generalisation", "--trained", "--models", "softmax-trained", "--factors", "1,2",
-                 "--examples", "16", "--json", str(out), "--plot", str(png)]) == 0
+                 "--examples", "16", "--json", str(out), *plot]) == 0
     text = capsys.readouterr().out
     assert "softmax-trained" in text and "±" in text and "entropy" in text
     rows = json.loads(out.read_text())
@@ -86,7 +112,8 @@ def test_bench_table_comes_from_the_checkpoints(tmp_path, capsys):
         assert abs(row["loss"][0] - float(torch.nn.functional.cross_entropy(logits, answers))) < 1e-5
         assert len(row["accuracy"]) == len(row["seeds"]) and row["seeds"][0] == 0
     assert rows[1]["drift"] is not None and rows[1]["entropy"] > 0
-    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    if plot:
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.mark.parametrize("model, message", [
