@@ -12,5 +12,8 @@ BENCHMARKS: dict[str, tuple[str, str]] = {  # name → (module in attnx.bench, d
                               "--trained: task accuracy of the trained zoo models up to 16× their training length"),
     "serve": ("serve", "tokens/s and p50/p99 latency per token at 1, 8, 32 concurrent sequences on the bundled "
                        "Triton server; state bytes per sequence against position"),
+    "fusion": ("fusion", "ONNX Runtime CPU latency before/after `attnx optimize` on public models' dynamo exports "
+                         "(transformers, torch.nn, x-transformers, local-attention, performer, FLASH, timm), and "
+                         "the time optimize takes"),
     "reassoc": ("reassoc", "ONNX Runtime CPU latency before/after (QKᵀ)V → Q(KᵀV), beside a hand-written Q(KᵀV) graph"),
 }

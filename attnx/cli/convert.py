@@ -21,6 +21,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("-o", "--output", default="attnx-out", help="output folder (default attnx-out)")
     add_seq_lens(p)
     add_export_options(p)
+    p._option_string_actions["--opset"].help = (  # convert's default differs from export's
+        "ONNX opset (default: a zoo model's own, 18 or 23; for path/file.py:factory 23 where the installed "
+        "onnxruntime runs opset 23's Attention and RotaryEmbedding, else 18; the choice and why are printed)")
     add_check_options(p)
     add_plugin_library(p, use="for the engine check")
     p.set_defaults(run=run)
@@ -32,20 +35,54 @@ def _name(model_ref: str) -> str:
     return f"{Path(path).stem}-{factory}" if sep and path.endswith(".py") else model_ref
 
 
-def _optimize(onnx_path: Path, out: Path, progress) -> None:
-    """The surgeon's passes on an exported file, written in the ort form."""
+def _optimize(onnx_path: Path, out: Path, progress, export_len: int | None = None) -> int:
+    """The surgeon's passes on an exported file, written in the ort form; every candidate's outcome noted
+    as `optimize` prints it, and, where the export holds ONNX Attention/RotaryEmbedding, the standard-node
+    check of the written file (1 when it does worse than the export, else 0)."""
     import onnx
 
+    from attnx.cli.optimize import check_standard, report_lines, say_standard
     from attnx.surgeon.pipeline import optimize_model
 
     with progress.step(f"optimize {onnx_path} → {out} (all passes, ort form)"):
-        optimized, reports = optimize_model(onnx.load(onnx_path), "ort")
+        exported = onnx.load(onnx_path)
+        optimized, reports = optimize_model(exported, "ort")
+        standard = check_standard(exported, optimized, optimized, "ort", export_len=export_len)
         with atomic_output(out) as staged:
             onnx.save(optimized, staged)
-        for r in reports:
-            changes = [d["change"] for d in r.details if d["rewritten"]]
-            progress.note(f"{r.name}: matched {r.matched}, rewritten {r.rewritten}"
-                          + (f" ({'; '.join(changes)})" if changes else ""))
+        for line in report_lines(reports):
+            progress.note(line)
+        return say_standard(standard, "attnx convert", progress.note)
+
+
+def choose_opset(given: int | None, loaded) -> tuple[int, str]:
+    """(the opset convert exports at, why): `given` (--opset) where the installed ONNX Runtime runs it (else
+    an AttnxError, exit 2); a zoo model's own; for a user's model 23 where ONNX Runtime runs opset 23's
+    Attention and RotaryEmbedding (softmax attention and RoPE can then be fused), else 18."""
+    from attnx.errors import AttnxError
+    from attnx.exporters import DEFAULT_OPSET, OPSETS, default_opset
+    from attnx.models import ZOO
+    from attnx.surgeon.standard_nodes import STANDARD_OPSET, ort_opset_support
+
+    if given is not None:
+        if given not in OPSETS:  # argparse's choices refuse it first; a caller of this function may not
+            raise AttnxError(f"--opset: expected one of {', '.join(map(str, OPSETS))}, found {given}")
+        ok, said = ort_opset_support(given)
+        if not ok:
+            raise AttnxError(f"--opset {given}: expected an opset the installed ONNX Runtime runs, found that "
+                             f"{said}; give --opset {DEFAULT_OPSET}")
+        return given, "given with --opset"
+    if loaded.name in ZOO:
+        opset = default_opset(loaded.module)
+        return opset, ("the zoo model's own: " + ("its softmax attention or RoPE exports as ONNX "
+                                                   "Attention/RotaryEmbedding" if opset >= STANDARD_OPSET
+                                                   else "its attention needs no opset-23 op"))
+    ok, said = ort_opset_support(STANDARD_OPSET)
+    if ok:
+        return STANDARD_OPSET, (f"{said}: softmax attention and RoPE can be fused there "
+                                f"(--opset {DEFAULT_OPSET} for an older runtime)")
+    return DEFAULT_OPSET, (f"{said}: at opset {DEFAULT_OPSET} softmax attention and RoPE are left unfused "
+                           f"(they need opset {STANDARD_OPSET}); upgrade onnxruntime for them")
 
 
 def run(args) -> int:
@@ -79,14 +116,16 @@ def run(args) -> int:
         # one model for every step, its example traced at the zoo's sizes or a factory's own; --batch is
         # the parity runs' (their inputs are drawn afresh at each batch and length)
         loaded = load_model(args.model)
-        export_step(loaded, onnx_path, progress, dtype=args.dtype, opset=args.opset)
-        _optimize(onnx_path, optimized_path, progress)
+        opset, why = choose_opset(args.opset, loaded)
+        progress.note(f"opset {opset}: {why}")
+        export_step(loaded, onnx_path, progress, dtype=args.dtype, opset=opset)
+        standard = _optimize(onnx_path, optimized_path, progress, loaded.seq_len) or 0
 
         def check(backend: str, json_path) -> int:
             return check_step(optimized_path, loaded, progress, backend=backend, seq_lens=seq_lens(args),
                               batch=args.batch, seed=args.seed, plugins=args.plugins, json_path=json_path)
 
-        status = check("ort", ort_json)
+        status = max(standard, check("ort", ort_json))
         if no_trt:  # the engine rung of the ladder: said, never skipped silently
             progress.note(f"engine check not run: {no_trt}")
             return status

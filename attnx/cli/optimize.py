@@ -12,12 +12,13 @@ DEFAULT_FLOPS_SEQ_LEN = 4096
 
 
 def _load(path: Path):
-    """The ModelProto at `path`; a file the passes cannot take is an OnnxFileError saying why."""
+    """(the ModelProto at `path`, a note when its opset was converted); a file the passes cannot take is an
+    OnnxFileError saying why."""
     from attnx.surgeon.graph import read_model, validate_input_model
 
     model = read_model(path)
-    validate_input_model(model, path)
-    return model
+    note = validate_input_model(model, path)  # opset 17 is converted in place
+    return model, note
 
 
 def _trt_version(text: str) -> tuple[int, int]:
@@ -50,6 +51,56 @@ def _lowering_line(target: str, version, why: str, optimized, final) -> str:
     return f"{for_}: {done}" + (f"; kept {', '.join(kept)} (its parser takes them)" if kept else "")
 
 
+def report_lines(reports, notes: bool = True) -> list[str]:
+    """Each pass's counts, then every candidate under it: what changed, or why it was left alone (the check
+    that failed and what was found). `optimize` prints these lines and `convert` notes them."""
+    lines = list(getattr(reports, "notes", [])) if notes else []
+    left = getattr(reports, "left_alone", None)
+    for r in [*reports, *([left] if left is not None else [])]:
+        lines.append(f"{r.name:<30} matched {r.matched}, rewritten {r.rewritten}")
+        for d in r.details:
+            if d.get("rewritten"):
+                lines.append(f"  {d.get('at', '?')}: {d.get('change', 'rewritten')}")
+            else:
+                lines.append(f"  {d.get('at', '?')}: left alone: {d.get('why') or 'no reason recorded'}")
+    return lines
+
+
+def check_standard(model, optimized, final, target: str, export_len=None):
+    """The standard-node check (attnx.surgeon.standard_nodes) of the file written, where the input holds
+    ONNX Attention/RotaryEmbedding: on `final` for the forms ONNX Runtime runs as they are (ort, portable),
+    on the ort form of the same rewrite for trt and ort-trt (their plugin nodes need TensorRT). None when
+    the input holds none."""
+    from attnx.surgeon.standard_nodes import check_standard_nodes
+
+    written = final if target in ("ort", "portable") else optimized
+    result = check_standard_nodes(model, written, export_len=export_len)
+    if result is not None and written is not final:
+        result.notes.append(f"the {target} form holds TensorRT plugin nodes: checked its ort form (the same "
+                            "rewrites)")
+    return result
+
+
+def say_standard(result, command: str, note=print) -> int:
+    """Print the standard-node check; 1 when the written file does worse than the input (parity failed),
+    else 0 (a warning on stderr where the input itself fails: the written file behaves as the input does)."""
+    from attnx.progress import warn
+
+    if result is None:
+        return 0
+    for line in result.lines():
+        note(line)
+    if result.status == "regression":
+        warn(command, "the written file fails or differs where its input runs: "
+                      + "; ".join(f"{c.where}: {c.regression}" for c in result.regressions))
+        return 1
+    if result.status == "input-fails":
+        warn(command, "the INPUT itself fails in ONNX Runtime at "
+                      + ", ".join(c.where for c in result.input_fails)
+                      + " (a size baked in by the exporter?); the written file behaves as the input does there")
+    return 0
+
+
 def run(args) -> int:
     import onnx
 
@@ -66,14 +117,18 @@ def run(args) -> int:
     out = check_output_path(args.output, "-o", make_parents=True)  # both outputs, before any work
     report_path = check_output_path(args.report, "--report") if args.report else None
     version, why = (args.trt_version, "given") if args.trt_version else default_version()
-    model = _load(Path(args.input))
+    model, note = _load(Path(args.input))
     optimized, reports = optimize_model(model, "ort", args.passes)
+    notes = [note] if note else []
+    notes += getattr(reports, "notes", [])
     final = retarget(optimized, args.target, version)
     # the cost of a fused node is that of its function body, so count on the attnx form (retarget copies)
     before, unresolved_before = matmul_flops(model, args.flops_seq_len)
     after, unresolved_after = matmul_flops(optimized, args.flops_seq_len)
     uncounted = sorted(set(uncounted_ops(model)) | set(uncounted_ops(optimized)))
-    report = {"passes": [r.to_json() for r in reports], "flops_before": before, "flops_after": after,
+    left = getattr(reports, "left_alone", None)
+    report = {"passes": [r.to_json() for r in reports], "left_alone": left.details if left is not None else [],
+              "notes": notes, "flops_before": before, "flops_after": after,
               "flops_seq_len": args.flops_seq_len, "target": args.target}
     if args.target == "trt":
         report["trt_version"] = f"{version[0]}.{version[1]}"
@@ -81,14 +136,16 @@ def run(args) -> int:
         report["flops_unresolved_nodes"] = {"before": unresolved_before, "after": unresolved_after}
     if uncounted:
         report["flops_uncounted_ops"] = uncounted
+    standard = check_standard(model, optimized, final, args.target)
+    if standard is not None:
+        report["standard_nodes_check"] = standard.to_json()
     with atomic_outputs(out, *([report_path] if report_path else [])) as staged:  # both land, or neither
         onnx.save(final, staged[0])
         if report_path:
             staged[1].write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    for r in reports:
-        print(f"{r.name:<30} matched {r.matched}, rewritten {r.rewritten}")
-        for d in r.details:
-            print(f"  {d['at']}: {d['change'] if d['rewritten'] else 'left alone: ' + d['why']}")
+    for line in notes + report_lines(reports, notes=False):
+        print(line)
+    status = say_standard(standard, "attnx optimize")
     if args.target in ("trt", "ort-trt"):
         print(_lowering_line(args.target, version, why, optimized, final))
     ratio = f" ({before / after:.1f}x fewer)" if after and before != after else (" (unchanged)" if before == after
@@ -100,7 +157,7 @@ def run(args) -> int:
         line += f"; {unresolved_before} → {unresolved_after} products of unknown shape left out"
     print(line)
     print(f"wrote {out} ({args.target} form)")
-    return 0
+    return status
 
 
 def add_parser(subparsers) -> None:

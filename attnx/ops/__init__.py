@@ -38,7 +38,14 @@ def get_spec(name: str) -> OpSpec:
 
 
 def register_onnx_schemas() -> None:
-    """Make every attnx op known to onnx's schema registry (idempotent)."""
+    """Make every attnx op known to onnx's schema registry (idempotent).
+
+    onnx.reference builds its op classes from the registry once, on first import, and refuses two
+    schemas of one name in different domains (attnx's LinearAttention beside its own): it is
+    imported before attnx's schemas are registered, so that a later import (torch's dynamo
+    exporter imports it) does not fail."""
+    import onnx.reference  # noqa: F401
+
     for spec in REGISTRY.values():
         try:
             defs.get_schema(spec.name, spec.version, spec.domain)

@@ -18,10 +18,10 @@ import onnx_graphsurgeon as gs
 from attnx.surgeon.contraction import Contraction, Operand, products, read_contraction, relabel
 from attnx.surgeon.framework import Match
 from attnx.surgeon.graph import constant_value, is_scalar_shaped, producer, rank
-from attnx.surgeon.readers import plus_constant
+from attnx.surgeon.readers import keeps_values, plus_constant
 
 ELEMENTWISE_UNARY = {"Softmax", "Relu", "Exp", "Cast", "Neg", "Trilu", "Identity", "Sqrt", "Abs", "Sigmoid",
-                     "Tanh", "Elu", "LeakyRelu", "Log", "Square", "Reciprocal"}
+                     "Tanh", "Elu", "LeakyRelu", "Log", "Square", "Reciprocal", "Dropout"}
 ELEMENTWISE_BINARY = {"Mul", "Div", "Add", "Sub", "Pow", "Max", "Min"}
 MAX_STEPS = 16
 
@@ -71,7 +71,7 @@ class QuadraticAttention:
         """The N×N intermediates (scores and steps) that feed nodes outside the pattern and `also`."""
         allowed = {id(n) for n in [self.scores.node, *self.steps, self.product.node, *also]}
         return [t.name for node in [self.scores.node, *self.steps] for t in node.outputs
-                if any(id(c) not in allowed for c in t.outputs)]
+                if any(id(c) not in allowed and not _reads_only_type(c, t) for c in t.outputs)]
 
     def dim(self, label: str):
         """The size of axis `label` from shape analysis: int, symbol or None."""
@@ -82,12 +82,20 @@ class QuadraticAttention:
         return None
 
 
+def _reads_only_type(node: gs.Node, tensor: gs.Tensor) -> bool:
+    """True when `node` reads only the shape or the type of `tensor` (Shape; CastLike's target): the
+    values do not leak, so a rewrite keeps the graph's meaning."""
+    if node.op == "Shape":
+        return True
+    return node.op == "CastLike" and node.inputs[0] is not tensor
+
+
 def data_input(node: gs.Node) -> gs.Tensor | None:
     """The input of an elementwise node that carries the scores (not a scale, mask or constant)."""
     if node.op in ELEMENTWISE_UNARY:
         return node.inputs[0]
     if node.op == "Where":
-        candidates = [t for t in node.inputs[1:] if constant_value(t) is None]
+        candidates = [t for t in node.inputs[1:] if constant_value(t) is None and not is_scalar_shaped(t)]
         return candidates[0] if len(candidates) == 1 else None
     if node.op in ELEMENTWISE_BINARY:
         a, b = node.inputs[0], node.inputs[1]
@@ -227,9 +235,21 @@ def check_scores_not_reused(match: Match, att: QuadraticAttention, also: tuple[g
                        f"{', '.join(reused)} also feed(s) other nodes" if reused else "N×N intermediates feed only ·V")
 
 
+def softmax_index(att: QuadraticAttention) -> int | None:
+    """The index of the Softmax among the steps when only value-keeping steps (Cast to a float type,
+    Identity, Dropout in inference) follow it; None otherwise."""
+    for i in range(len(att.steps) - 1, -1, -1):
+        if att.steps[i].op == "Softmax":
+            return i
+        if not keeps_values(att.steps[i]):
+            return None
+    return None
+
+
 def softmax_over_keys(match: Match, att: QuadraticAttention) -> bool:
-    """The `softmax_over_keys` check of a pattern whose last step is a Softmax."""
-    axis = int(att.steps[-1].attrs.get("axis", -1)) % len(att.a.labels)
+    """The `softmax_over_keys` check of a pattern with a Softmax (`softmax_index`)."""
+    softmax = att.steps[softmax_index(att)]
+    axis = int(softmax.attrs.get("axis", -1)) % len(att.a.labels)
     over_keys = att.a.labels[axis] == att.m
     return match.check("softmax_over_keys", over_keys,
                        f"Softmax over axis {axis} ({'keys' if over_keys else 'not the keys'})")

@@ -6,6 +6,12 @@ many ways. A pass first proves by a graph walk what the subgraph depends on — 
 only (`depends_only_on`) — then runs it in ONNX Runtime: at several lengths
 (`values_at_lengths`), on a probe x (`evaluate_from`) or on probes for several tensors at a
 given length (`evaluate_cut`), and compares the values with the op spec's own reference or mask.
+
+Whatever an exporter validly writes runs here: the cut-out graph keeps no intermediate value infos
+(graphsurgeon types a sequence, e.g. SplitToSequence's output, as a tensor, which ONNX Runtime
+refuses), so ONNX Runtime infers every intermediate type itself; an output whose type is unknown is
+typed by ONNX shape inference. A subgraph that still cannot run is read as no match, and
+`values_at_lengths_why` says what ONNX Runtime reported, for the check's reason.
 """
 
 from __future__ import annotations
@@ -62,7 +68,20 @@ def _session(graph: gs.Graph, outs, cuts):
     sub.outputs = targets
     sub.cleanup()
     model = gs.export_onnx(sub, do_type_check=False)
+    del model.graph.value_info[:]
+    if any(out.dtype is None for out in outs):
+        inferred = onnx.shape_inference.infer_shapes(model)
+        known = {v.name: v.type for v in [*inferred.graph.value_info, *inferred.graph.output]
+                 if v.type.HasField("tensor_type") and v.type.tensor_type.elem_type}
+        for o, out in zip(model.graph.output, outs):
+            if out.dtype is None and o.name in known:
+                o.type.tensor_type.elem_type = known[o.name].tensor_type.elem_type
     return model, ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+
+
+def _failure(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:300]}" if text else type(exc).__name__
 
 
 def _zeros(inp: onnx.ValueInfoProto, size: int, batch: int) -> np.ndarray:
@@ -71,14 +90,20 @@ def _zeros(inp: onnx.ValueInfoProto, size: int, batch: int) -> np.ndarray:
     return np.zeros(dims, onnx.helper.tensor_dtype_to_np_dtype(inp.type.tensor_type.elem_type))
 
 
-def values_at_lengths(graph: gs.Graph, tensor: gs.Tensor, lengths) -> list[np.ndarray] | None:
-    """`tensor` at each length (every dynamic non-batch input axis at it, batch 1); None when it cannot run."""
+def values_at_lengths_why(graph: gs.Graph, tensor: gs.Tensor, lengths) -> tuple[list[np.ndarray] | None, str]:
+    """(`tensor` at each length, every dynamic non-batch input axis at it, batch 1; "") or (None, what
+    failed) when the subgraph cannot run."""
     try:
         model, session = _session(graph, [tensor], [])
         return [np.asarray(session.run(None, {i.name: _zeros(i, n, 1) for i in model.graph.input})[0])
-                for n in lengths]
-    except Exception:  # onnxruntime's own error types: a subgraph it cannot run is read as no match
-        return None
+                for n in lengths], ""
+    except Exception as exc:  # onnxruntime's and onnx's own error types: read as no match, with the reason
+        return None, _failure(exc)
+
+
+def values_at_lengths(graph: gs.Graph, tensor: gs.Tensor, lengths) -> list[np.ndarray] | None:
+    """`tensor` at each length (every dynamic non-batch input axis at it, batch 1); None when it cannot run."""
+    return values_at_lengths_why(graph, tensor, lengths)[0]
 
 
 def evaluate_from(graph: gs.Graph, x: gs.Tensor, out: gs.Tensor, probe: np.ndarray) -> np.ndarray | None:
@@ -105,7 +130,19 @@ def evaluate_cut(graph: gs.Graph, cuts: list[gs.Tensor], outs: list[gs.Tensor], 
         return None
 
 
-def probe_for(x: gs.Tensor, seed: int = 0) -> np.ndarray:
-    """A random float32 input shaped like `x`, symbolic axes at PROBE_SIZE."""
-    dims = [d if isinstance(d, int) else PROBE_SIZE for d in x.shape]
+def probe_for(x: gs.Tensor, seed: int = 0, graph: gs.Graph | None = None) -> np.ndarray:
+    """A random float32 input shaped like `x`, symbolic axes at PROBE_SIZE. With `graph`, shaped as `x`
+    really is when the graph inputs are what evaluate_from feeds (static axes at their sizes, symbolic
+    ones at PROBE_SIZE): a Reshape that reads its target from an input then agrees with the probe even
+    where x's own shape is unknown or a symbol that is not an input's axis (e.g. batch·patches)."""
+    dims = None
+    if graph is not None:
+        try:
+            model, session = _session(graph, [x], [])
+            feeds = {i.name: _zeros(i, PROBE_SIZE, PROBE_SIZE) for i in model.graph.input}
+            dims = list(np.shape(session.run(None, feeds)[0]))
+        except Exception:  # not computable from the inputs alone: fall back on shape analysis
+            dims = None
+    if dims is None:
+        dims = [d if isinstance(d, int) else PROBE_SIZE for d in x.shape]
     return np.random.default_rng(seed).standard_normal(dims).astype(np.float32)

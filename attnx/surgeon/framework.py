@@ -15,6 +15,8 @@ from typing import Any
 
 import onnx_graphsurgeon as gs
 
+from attnx.surgeon.guard import region_of
+
 
 @dataclasses.dataclass(frozen=True)
 class Check:
@@ -55,6 +57,9 @@ class PassReport:
     rewritten: int = 0
     details: list[dict] = dataclasses.field(default_factory=list)
 
+    # per rewritten match, the nodes the rewrite made and their boundary (attnx.surgeon.guard.Region)
+    regions: list = dataclasses.field(default_factory=list, repr=False)
+
     def to_json(self) -> dict:
         return {"name": self.name, "matched": self.matched, "rewritten": self.rewritten, "details": self.details}
 
@@ -75,12 +80,15 @@ class Pass:
         """Record the checks of one candidate on `match`, and bind in `match.bound` what `rewrite` needs."""
         raise NotImplementedError
 
-    def find(self, graph: gs.Graph) -> list[Match]:
-        """Every candidate as a `Match`, checked."""
+    def find(self, graph: gs.Graph, skip: dict[str, str] | None = None) -> list[Match]:
+        """Every candidate as a `Match`, checked; an anchor in `skip` (anchor → why) fails the check
+        `numeric_guard` with that reason (the numeric guard found its rewrite wrong or could not run it)."""
         matches = []
         for anchor, found in self.candidates(graph):
             match = Match(anchor, None)
             self.checks(match, graph, *found)
+            if skip and anchor in skip:
+                match.check("numeric_guard", False, skip[anchor])
             matches.append(match)
         return matches
 
@@ -88,9 +96,11 @@ class Pass:
         """Apply one match whose checks all hold; returns what changed, in words."""
         raise NotImplementedError
 
-    def run(self, graph: gs.Graph, opset: int) -> PassReport:
+    def run(self, graph: gs.Graph, opset: int, skip: dict[str, str] | None = None) -> PassReport:
+        """Find, check and rewrite; `report.regions` records, per rewrite, the nodes it created and
+        their boundary for the numeric guard (attnx.surgeon.guard)."""
         report = PassReport(self.name)
-        for match in self.find(graph):
+        for match in self.find(graph, skip):
             report.matched += 1
             entry = {"at": match.anchor, "checks": {c.name: c.ok for c in match.checks}}
             if self.min_opset and opset < self.min_opset:
@@ -101,7 +111,9 @@ class Pass:
             failed = match.failed()
             if failed is None:
                 entry["rewritten"] = True
+                old = {id(n) for n in graph.nodes}
                 entry["change"] = self.rewrite(graph, match)
+                report.regions.append(region_of(match.anchor, graph, [n for n in graph.nodes if id(n) not in old]))
                 report.rewritten += 1
             else:
                 entry["rewritten"] = False

@@ -4,14 +4,23 @@ Patterns (the feature map q and k share, elu+1 or relu, is absorbed into the nod
   non-causal  Y = Q·(Kᵀ·V)              [/ (Q·Σ_m K + eps)]   (what `reassociate` leaves,
                                                                and how most code writes it)
   causal      Y = Q·CumSum_n(K ⊗ V)     [/ (Q·CumSum_n(K) + eps)]
+whatever spells the products (`attnx.surgeon.contraction`: MatMul, Einsum, the broadcast outer
+product `k.unsqueeze(-1) * v.unsqueeze(-2)` and `(q.unsqueeze(-1) * kv).sum(-2)`), also with the
+normaliser multiplied in by one three-operand Einsum ('...de,...nd,...n->...ne' with 1/(q·z)).
 Checks:
+  state_read_by_one_product  (a CumSum of K⊗V or of per-bucket K·V that no product with q reads
+                         as above) always fails: the report says where the state goes instead
   cumsum_over_tokens     (causal) inclusive, forward CumSums over the query/key axis
   kv_contracts_keys      K·V sums over the key axis alone (for CumSum: over nothing, an outer
                          product per position); keys over two axes (a 2-D grid) are refused
   normaliser_matches     a division by q·z that follows is the normaliser q·Σk [+ eps] over the
                          same q and k: z a ReduceSum of k over the key axis (causal: its inclusive
-                         CumSum over the tokens) and eps within the spec's range; a division by
-                         anything else stays in the graph after an unnormalised node
+                         CumSum over the tokens) and eps within the spec's range. A z computed
+                         from k alone some other way (the key sum bucketed: chunk sums' prefix
+                         plus an in-chunk CumSum) is evaluated on random k at lengths 1 and 37,
+                         batch 2, at scales 1 and 1e-4, against that sum (relative 1e-5); a division by
+                         anything else stays in the graph after an unnormalised node; a clamped
+                         denominator (max(q·z, eps), `clamp(min=eps)`) is refused: it is not q·z + eps
   fits_linear_attention  at most [B, H] batch axes
 Rewrite: LinearAttention(q, k, v; causal, feature_map, normalize, eps), layouts restored.
 """
@@ -20,16 +29,27 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
 import onnx_graphsurgeon as gs
 
 from attnx.errors import AttributeValueError
 from attnx.surgeon import attnx_node
 from attnx.surgeon.attention_pattern import reduce_axes
-from attnx.surgeon.contraction import Contraction, Operand, products, read_contraction, relabel
+from attnx.surgeon.contraction import Contraction, Operand, einsum_terms, products, read_contraction, relabel
+from attnx.surgeon.evaluate import PROBE_SIZE, depends_only_on, evaluate_cut
 from attnx.surgeon.framework import Match, Pass
-from attnx.surgeon.graph import Emitter, int_attr, producer, scalar_constant
+from attnx.surgeon.graph import Emitter, constant_value, int_attr, producer, scalar_constant
 from attnx.surgeon.layout import fits
 from attnx.surgeon.readers import plus_constant, shared_feature_map
+
+
+# a bucketed key sum is evaluated at these (length, scale of k): lengths 1 and 37 (no multiple of a
+# chunk), k in [0.1, 1] and in [1e-5, 1e-4]. Float32 prefix sums of at most 37 terms agree with
+# float64 to ~1e-6 relative at any scale; a key sum missing one chunk or one key is off by 1e-2 or
+# more, and one with a constant added (Σk + eps, as performer-pytorch's causal form writes it) is off
+# by eps/1e-4 or more at the small scale: it is not q·Σk + eps, since q·(Σk + eps) adds eps·Σq
+PROBE_LENGTHS = ((1, 1.0), (37, 1.0), (37, 1e-4))
+PROBE_RTOL = 1e-5
 
 
 @dataclasses.dataclass
@@ -50,6 +70,9 @@ class LinearForm:
     eps: float | None = None
     normaliser: str = "no normaliser follows: an unnormalised node"  # in words, what follows Q·state
     normaliser_ok: bool = True
+    inline_den: gs.Tensor | None = None  # a three-operand Einsum multiplies 1/den in
+    normalised: bool = False              # a normaliser q·Σk [+ eps] was read
+    normaliser_read_by_probe: bool = False  # z is a key sum computed otherwise (bucketed), read by evaluation
 
     @property
     def output(self) -> gs.Tensor:
@@ -108,33 +131,126 @@ def _eps_problem(eps: float | None) -> str | None:
     return None
 
 
-def _normaliser(form: LinearForm) -> None:
-    """Read the division that follows Q·state, if any, into `form`."""
+def _probed_key_sum(graph: gs.Graph, form: LinearForm, den: Contraction, z: Operand) -> str | None:
+    """Why z, computed from k alone but not as one ReduceSum/CumSum (a key sum bucketed into chunks:
+    chunk sums' prefix plus an in-chunk CumSum, padding sliced off), is not Σ_m k (causal: its
+    inclusive prefix over the tokens), evaluated on random k at PROBE_LENGTHS with batch 2; None when
+    it is."""
+    q_side = den.a if den.a.tensor is form.q.tensor else den.b
+    mapping = dict(zip(q_side.labels, form.q.labels))
+    if len(mapping) != len(form.q.labels) or any(ch not in mapping for ch in z.labels):
+        return "z has an axis q does not have"
+    z_labels = "".join(mapping[ch] for ch in z.labels)
+    k = form.k
+    want = set(k.labels) if form.causal else set(k.labels) - set(form.m)
+    if set(z_labels) != want or len(z_labels) != len(want):
+        return f"z has axes {sorted(z_labels)}, not k's {sorted(want)}"
+    if not depends_only_on(z.tensor, k.tensor, graph):
+        return "z reads graph inputs other than through k"
+    shape = list(k.tensor.shape or [])
+    if len(shape) != len(k.labels):
+        return "k's shape is unknown"
+    rng = np.random.default_rng(0)
+    for length, scale in PROBE_LENGTHS:
+        dims = [d if isinstance(d, int) else (length if k.labels[i] in form.m else 2 if i == 0 else PROBE_SIZE)
+                for i, d in enumerate(shape)]
+        probe = (scale * rng.uniform(0.1, 1.0, dims)).astype(np.float32)
+        got = evaluate_cut(graph, [k.tensor], [z.tensor], [probe], length, 2)
+        if got is None:
+            return f"z could not be evaluated from k at length {length}"
+        x = probe.astype(np.float64)
+        axes = [k.labels.index(ch) for ch in form.m]
+        ref = np.cumsum(x, axis=axes[0]) if form.causal else x.sum(axis=tuple(axes))
+        ref_labels = k.labels if form.causal else "".join(ch for ch in k.labels if ch not in form.m)
+        ref = np.einsum(f"{ref_labels}->{z_labels}", ref)
+        if got[0].shape != ref.shape:
+            return f"evaluated from k at length {length}, z has shape {list(got[0].shape)}, not {list(ref.shape)}"
+        err = float(np.abs(got[0] - ref).max() / max(np.abs(ref).max(), 1e-30))
+        if err > PROBE_RTOL:
+            what = "inclusive prefix sum of k over the tokens" if form.causal else "sum of k over the keys"
+            return (f"evaluated from k at length {length} (k of size {scale:g}), z differs from the {what} "
+                    f"by {err:.2g} relative" + (" (a constant added to the key sum?)" if scale < 1 else ""))
+    return None
+
+
+def _normaliser(form: LinearForm, graph: gs.Graph | None = None) -> None:
+    """Read the division that follows Q·state, if any (or the reciprocal a three-operand Einsum
+    multiplies in), into `form`."""
+    if form.inline_den is not None:
+        _read_den(form, form.inline_den, None, graph)
+        return
     consumers = form.product.output.outputs
     if len(consumers) != 1 or consumers[0].op != "Div" or consumers[0].inputs[0] is not form.product.output:
         return
-    division, den = consumers[0], consumers[0].inputs[1]
+    _read_den(form, consumers[0].inputs[1], consumers[0], graph)
+
+
+def _read_den(form: LinearForm, den: gs.Tensor, division: gs.Node | None, graph: gs.Graph | None) -> None:
+    name = den.name
     plus = plus_constant(den)
     den, eps = (plus[0], scalar_constant(plus[1])) if plus is not None else (den, None)
     node = producer(den)
     if node is not None and node.op == "Unsqueeze":
         den = node.inputs[0]
+    clip = producer(den)
+    if clip is not None and clip.op in ("Clip", "Max") and read_contraction(producer(clip.inputs[0])) is not None:
+        low = scalar_constant(clip.inputs[1]) if len(clip.inputs) > 1 and clip.inputs[1].name else None
+        form.normaliser_ok = False
+        form.normaliser = (f"the denominator q·z is clamped ({clip.op}, at least "
+                           f"{'a computed bound' if low is None else f'{low:g}'}): max(q·z, eps), where "
+                           "LinearAttention adds eps (q·z + eps); they differ wherever q·z is below the bound")
+        return
     c = read_contraction(producer(den))
     zs = [] if c is None else [z for q_side, z in c.orders() if q_side.tensor is form.q.tensor]
     if not zs:
-        form.normaliser = f"the division by {division.inputs[1].name} is no q·z: it stays after an unnormalised node"
+        if division is None:
+            form.normaliser_ok = False
+            form.normaliser = f"the reciprocal of {name} multiplied in is no 1/(q·z)"
+        else:
+            form.normaliser = f"the division by {name} is no q·z: it stays after an unnormalised node"
         return
     problems = [_key_sum_problem(z.tensor, form) for z in zs]
+    if None not in problems and graph is not None:
+        for i, z in enumerate(zs):
+            probed = _probed_key_sum(graph, form, c, z)
+            if probed is None:
+                problems[i] = None
+                form.normaliser_read_by_probe = True
+                break
+            problems[i] = f"{problems[i]}; {probed}"
     if None not in problems:
         form.normaliser_ok = False
-        form.normaliser = f"the division by q·z that follows is not q·Σk: {problems[0]}"
+        form.normaliser = f"the division by q·z {'that follows ' if division else ''}is not q·Σk: {problems[0]}"
         return
     eps_problem = _eps_problem(eps)
     form.normaliser_ok = eps_problem is None
     form.normaliser = (f"divided by q·Σk + {eps:g}" if eps else "divided by q·Σk") + (
+        " (z computed otherwise, e.g. bucketed, equal to the key sum by evaluation)"
+        if form.normaliser_read_by_probe else "") + (
+        " (a reciprocal multiplied in by a three-operand Einsum)" if division is None else "") + (
         "" if eps_problem is None else f": {eps_problem}")
     if form.normaliser_ok:
-        form.division, form.eps = division, eps
+        form.division, form.eps, form.normalised = division, eps, True
+
+
+def _three_operand(node: gs.Node) -> tuple[Contraction, gs.Tensor, str] | None:
+    """An Einsum of q, the state and a reciprocal r over (batch, n) (`'...de,...nd,...n->...ne'`, as
+    performer-pytorch and linear-attention-transformer write the normalised product): (the product
+    of the other two as a contraction, r's denominator, r's labels)."""
+    if node.op != "Einsum" or len(node.inputs) != 3 or (read := einsum_terms(node)) is None:
+        return None
+    terms, out = read
+    for i, t in enumerate(node.inputs):
+        rec = producer(t)
+        one = rec is not None and rec.op == "Div" and scalar_constant(rec.inputs[0]) == 1.0
+        if rec is None or not (rec.op == "Reciprocal" or one) or not set(terms[i]) < set(out):
+            continue
+        (ia, a), (ib, b) = [(j, x) for j, x in enumerate(node.inputs) if j != i]
+        if any(len(set(terms[j])) != len(terms[j]) for j in (ia, ib)):
+            return None
+        p = Contraction(node, Operand(a, terms[ia]), Operand(b, terms[ib]), out)
+        return p, rec.inputs[-1], terms[i]
+    return None
 
 
 def _unify(p: Contraction, q: Operand, state: Operand, inner: Contraction, token_axis: int | None) -> LinearForm | None:
@@ -174,7 +290,8 @@ def _unify(p: Contraction, q: Operand, state: Operand, inner: Contraction, token
 
 def find_linear(graph: gs.Graph) -> list[LinearForm]:
     found = []
-    for p in products(graph):
+    three = [t for t in map(_three_operand, graph.nodes) if t is not None]
+    for p, den, r_labels in [(c, None, None) for c in products(graph)] + three:
         for q, state in p.orders():
             source = producer(state.tensor)
             causal = source is not None and source.op == "CumSum"
@@ -186,7 +303,11 @@ def find_linear(graph: gs.Graph) -> list[LinearForm]:
             if form is None:
                 continue
             form.cumsum = source if causal else None
-            _normaliser(form)
+            if den is not None:
+                if set(r_labels) != set(form.batch + form.n):
+                    continue
+                form.inline_den = den
+            _normaliser(form, graph)
             found.append(form)
             break
     return found
@@ -206,14 +327,52 @@ def _kv_contracts_keys(form: LinearForm) -> tuple[bool, str]:
                 "LinearAttention sums over one key axis")
 
 
+def _state_like(cumsum: gs.Node) -> bool:
+    """A CumSum of a product of two computed tensors (K⊗V or a per-bucket K·V)."""
+    c = read_contraction(producer(cumsum.inputs[0]))
+    return c is not None and all(constant_value(t) is None for t in (c.a.tensor, c.b.tensor))
+
+
+@dataclasses.dataclass
+class UnreadState:
+    """A causal state (CumSum of K⊗V or of per-bucket K·V) that no product with q reads as Q·CumSum(K⊗V)."""
+
+    cumsum: gs.Node
+
+    def why(self) -> str:
+        inner = read_contraction(producer(self.cumsum.inputs[0]))
+        path, t = [], self.cumsum.outputs[0]
+        while len(t.outputs) == 1 and len(path) < 6:
+            node = t.outputs[0]
+            path.append(node.op if node.op != "Einsum" else f"Einsum({len(node.inputs)} operands)")
+            if read_contraction(node) is not None or node.op == "Einsum":
+                break
+            t = node.outputs[0]
+        what = f"CumSum of {inner.a.labels},{inner.b.labels}->{inner.out}" if inner is not None else "CumSum"
+        summed = inner is not None and bool(inner.contracted)
+        shift = " (padded and sliced on the way: a prefix shifted across buckets)" if "Pad" in path else ""
+        return (f"the state {self.cumsum.name} ({what}) is not read as q·CumSum(K⊗V): "
+                + ("its K·V also sums over an axis (keys summed per bucket, the prefix taken over buckets), "
+                   "a bucketed state attnx does not read; " if summed else "")
+                + f"it reaches {' → '.join(path) or 'several consumers'}{shift}")
+
+
 class FuseLinearAttention(Pass):
     name = "fuse-linear-attention"
     summary = "Q(KᵀV) and the causal CumSum form, with feature map and normaliser → LinearAttention"
 
     def candidates(self, graph: gs.Graph):
-        return ((form.product.node.name, (form,)) for form in find_linear(graph))
+        forms = find_linear(graph)
+        yield from ((form.product.node.name, (form,)) for form in forms)
+        claimed = {id(form.cumsum) for form in forms if form.cumsum is not None}
+        for node in graph.nodes:  # a prefix state no product with q was read over: said, not silent
+            if node.op == "CumSum" and id(node) not in claimed and _state_like(node):
+                yield node.name, (UnreadState(node),)
 
-    def checks(self, match: Match, graph: gs.Graph, form: LinearForm) -> None:
+    def checks(self, match: Match, graph: gs.Graph, form) -> None:
+        if isinstance(form, UnreadState):
+            match.check("state_read_by_one_product", False, form.why())
+            return
         match.bound = form
         if form.causal:
             ok = _inclusive_forward(form.cumsum)
@@ -230,8 +389,8 @@ class FuseLinearAttention(Pass):
         form: LinearForm = match.bound
         emit = Emitter(graph, f"attnx_fuse_linear/{form.product.node.name}")
         fm, q_in, k_in = shared_feature_map(form.q.tensor, form.k.tensor)
-        attrs = {"causal": form.causal, "feature_map": fm, "normalize": form.division is not None}
-        if form.division is not None:
+        attrs = {"causal": form.causal, "feature_map": fm, "normalize": form.normalised}
+        if form.normalised:
             attrs["eps"] = form.eps if form.eps else attnx_node.EPS_WHEN_ABSENT
         what = attnx_node.emit_linear_attention(
             emit, q=Operand(q_in, form.q.labels), k=Operand(k_in, form.k.labels), v=form.v, batch=form.batch,

@@ -27,8 +27,10 @@ Checks:
                             length t read from shapes
 Rewrite: the five chunked tensors reshaped to [B, 1, C·g, S], lin_k divided (multiplied) by t
 when there is one, one MixedChunkAttention (lin_scale s, or 0 when s is the spec's default), its output
-reshaped to [B, C, g, E] in place of quad's, and fold(quad) in place of the Add: the model's
-own padding and unpadding stay as they were. FLASH without causality divides by the unpadded
+reshaped to [B, C, g, E] and put through copies of the fold steps in place of the Add: the model's
+own padding and unpadding stay as they were, every tensor but the sum keeps its value (the numeric
+guard compares tensors by name), and Shape nodes that read the quadratic part or its fold steps
+(TorchScript writes them) read the copies, which have the same shapes. FLASH without causality divides by the unpadded
 n, not the op's padded N: that is the length t, read where the model reads it.
 """
 
@@ -56,11 +58,17 @@ PROBE_BATCH = 2
 RTOL, ATOL = 1e-4, 1e-5
 
 
+def _readers(tensor: gs.Tensor) -> list[gs.Node]:
+    """The nodes that read `tensor`'s values: Shape nodes read only its shape, which the fused node's
+    output keeps (TorchScript exports read the shape of every tensor they reshape)."""
+    return [n for n in tensor.outputs if n.op != "Shape"]
+
+
 def _fold_chain(quad_out: gs.Tensor, graph: gs.Graph) -> tuple[list[gs.Node], gs.Node | None, gs.Tensor]:
     """(layout steps from quad_out, the Add they end in or None, the Add input they reach)."""
     chain, tensor = [], quad_out
-    while len(tensor.outputs) == 1 and all(tensor is not o for o in graph.outputs):
-        node = tensor.outputs[0]
+    while len(_readers(tensor)) == 1 and all(tensor is not o for o in graph.outputs):
+        node = _readers(tensor)[0]
         if node.op == "Add":
             return chain, node, tensor
         if node.op not in FOLD_OPS or node.inputs[0] is not tensor:
@@ -146,6 +154,13 @@ def _chunk_tail(t: gs.Tensor) -> list[int] | None:
     return list(t.shape[2:])
 
 
+def _tail_fits(t: gs.Tensor, tail: list[int]) -> bool:
+    """t is [B, C, g, E] as far as shape inference knows: an axis it left unknown (TorchScript's Pad
+    with negative pads loses them) is checked when the part is evaluated (`_fit_scale`)."""
+    return (t.shape is not None and len(t.shape) == 4
+            and all(not isinstance(d, int) or d == w for d, w in zip(t.shape[2:], tail)))
+
+
 def _linear_part(lq, lk, v, causal: bool, g: int) -> np.ndarray:
     """The spec reference's linear part with lin_scale 1 on chunked [B, C, g, S] probes → [B, C, g, E]."""
     b, c = v.shape[:2]
@@ -157,6 +172,8 @@ def _linear_part(lq, lk, v, causal: bool, g: int) -> np.ndarray:
 
 def _fit_scale(got: list[np.ndarray], want: list[np.ndarray], t: list[float]) -> float | None:
     """The positive constant s with got = s/t · want at every probe (least squares, then checked); None if none."""
+    if any(g.shape != w.shape for g, w in zip(got, want)):
+        return None
     num = sum(float(np.vdot(g * ti, w)) for g, w, ti in zip(got, want, t))
     den = sum(float(np.vdot(w, w)) for w in want)
     if den == 0:
@@ -236,7 +253,8 @@ class FuseMixedChunkAttention(Pass):
         has_bias = len([t for t in quad.inputs if t is not None and t.name]) > 3
         if not match.check("quad_without_bias", not has_bias,
                            "no bias on the in-chunk scores" if not has_bias else
-                           "the in-chunk relu² adds a bias to its scores; MixedChunkAttention takes none"):
+                           "the in-chunk relu² adds a bias to its scores (a relative-position bias, or a key "
+                           "mask carried as one); MixedChunkAttention takes none"):
             return
         lin = _unfold(other_input(add, reached), chain, graph)
         if not match.check("same_fold_both_sides", lin is not None,
@@ -244,7 +262,7 @@ class FuseMixedChunkAttention(Pass):
                            f"the other side of {add.name} is not the same {len(chain)} layout step(s) "
                            f"({', '.join(n.op for n in chain) or 'none'}) applied to a tensor"):
             return
-        reused = [t.name for t in [quad.outputs[0], *(n.outputs[0] for n in chain)] if len(t.outputs) != 1]
+        reused = [t.name for t in [quad.outputs[0], *(n.outputs[0] for n in chain)] if len(_readers(t)) != 1]
         if not match.check("quad_not_reused", not reused,
                            f"{', '.join(reused)} also feed(s) other nodes" if reused
                            else "the quadratic part feeds only the sum"):
@@ -254,7 +272,7 @@ class FuseMixedChunkAttention(Pass):
         lengths = [t for t in lengths if not _computed_from(t, quad.outputs[0])]
         static = [_chunk_tail(t) for t in (qq, v)]
         ok = (reached_input and len(leaves) == 2 and None not in static
-              and all(_chunk_tail(t) == static[0] for t in leaves) and _chunk_tail(lin) == static[1])
+              and all(_chunk_tail(t) == static[0] for t in leaves) and _tail_fits(lin, static[1]))
         if not match.check("across_of_chunked_tensors", ok,
                            f"the across-chunk part reads v, {leaves[0].name}, {leaves[1].name} and lengths" if ok else
                            f"the across-chunk part {lin.name} does not read only the chunked v, two tensors shaped "
@@ -289,6 +307,15 @@ class FuseMixedChunkAttention(Pass):
             lk = emit.op(op, lk, t if t.dtype == lk.dtype else emit.op("CastLike", t, lk))
         flat = [emit.op("Reshape", x, emit.ints([0, 1, -1, 0])) for x in (qq, qk, lq, lk, v)]
         y, resolved = emit_node(emit, SPEC, flat, attrs, quad.outputs[0].dtype)
-        take_over(quad.outputs[0], emit.op("Reshape", y, emit.op("Shape", v)), emit)
-        take_over(add.outputs[0], reached, emit)
+        # the sum gets the fused value through the model's own fold steps; every other tensor keeps
+        # its meaning (the numeric guard compares them by name), so the quadratic part and the
+        # chain it went through are dropped, and what read only their shapes reads the copies'
+        now = {id(quad.outputs[0]): emit.op("Reshape", y, emit.op("Shape", v))}
+        for step in chain:
+            now[id(step.outputs[0])] = emit.op(step.op, now[id(step.inputs[0])], *step.inputs[1:],
+                                               attrs=dict(step.attrs))
+        for tensor in [quad.outputs[0], *(step.outputs[0] for step in chain)]:
+            for shape in [n for n in tensor.outputs if n.op == "Shape"]:
+                take_over(shape.outputs[0], emit.op("Shape", now[id(tensor)], attrs=dict(shape.attrs)), emit)
+        take_over(add.outputs[0], now[id(reached)], emit)
         return f"{what} → {SPEC.name}({describe(SPEC, resolved)}){divided}"

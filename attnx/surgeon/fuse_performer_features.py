@@ -1,7 +1,9 @@
 """Fusion: FAVOR+ positive random features → attnx `PerformerFeatures`.
 
 Pattern: an Exp whose argument is built (Add, Sub, Neg) from a contraction of x' with a
-constant matrix W [M, D] (or [D, M]), followed by scalar-constant steps (+ eps, · m^-½).
+constant matrix W [M, D] (or [D, M]), also broadcast over batch and head axes on the way (an Expand:
+einops `repeat(W, 'j d -> b h j d')` in performer-pytorch; a Tile; or folded into a constant
+with equal slices), followed by scalar-constant steps (+ eps, · m^-½).
 x is x' before scalar scalings (the op applies D^-¼ itself). Implementations spell ‖x‖²/2,
 the stabiliser and the eps placement in many ways, so the pass checks the values, not the
 spelling:
@@ -11,7 +13,11 @@ spelling:
   features_match_favor_plus  evaluated on a probe x, the subgraph equals the spec's reference
                          with W for kind query (row stabiliser), key (one stabiliser per
                          batch and head) or key_fixed (a constant c, → offset), and a constant eps (eps·m^-½ when the graph adds eps
-                         before dividing by √m)
+                         before dividing by √m), then confirmed on a second probe (a stabiliser
+                         that is one max over the whole tensor looks like key_fixed on one probe;
+                         its offset moves with the data). What differs is said: e.g. a stabiliser
+                         shared by every batch and head (torch.amax without dims) is left alone,
+                         since it cancels only in the normalised attention, not in the features
 Rewrite: PerformerFeatures(x, W; kind, eps) replaces the features; the attention that
 consumes them is left to reassociate and fuse-linear-attention (→ LinearAttention(identity)).
 """
@@ -25,7 +31,7 @@ import torch
 from attnx.ops import get_spec
 from attnx.ops.performer_features import reference as favor_reference
 from attnx.surgeon.attnx_node import describe, emit_node
-from attnx.surgeon.contraction import read_contraction
+from attnx.surgeon.contraction import Operand, read_contraction
 from attnx.surgeon.evaluate import depends_only_on, evaluate_from, probe_for
 from attnx.surgeon.framework import Match, Pass
 from attnx.surgeon.graph import Emitter, constant_value, producer, scalar_constant, take_over
@@ -51,15 +57,47 @@ def _projection(exp: gs.Node):
         c = read_contraction(node)
         if c is not None:
             for w, x in ((c.a, c.b), (c.b, c.a)):
-                value = constant_value(w.tensor)
-                if value is not None and value.ndim == 2 and len(c.contracted) == 1:
+                found = _constant_matrix(w)
+                if found is not None and len(c.contracted) == 1:
+                    value, labels = found
                     (d,) = c.contracted
-                    m = next(ch for ch in w.labels if ch != d)
-                    return c, value.transpose([w.labels.index(m), w.labels.index(d)]), x
+                    if d not in labels or any(ch not in x.labels or ch not in c.out for ch in w.labels
+                                              if ch not in labels):
+                        continue  # W's broadcast axes must be batch axes of x and of the output
+                    m = next(ch for ch in labels if ch != d)
+                    return c, value.transpose([labels.index(m), labels.index(d)]), x
             continue
         if node.op in ("Add", "Sub", "Neg"):
             stack.extend(node.inputs)
     return None
+
+
+def _constant_matrix(w: Operand) -> tuple[np.ndarray, str] | None:
+    """(W, the labels of its two axes) when `w` is a constant two-axis matrix, also one broadcast over
+    leading axes on its way to the product: an Expand (einops `repeat(W, 'j d -> b h j d')`), a
+    Tile or Unsqueeze over leading axes only, or a constant folded with equal leading slices."""
+    tensor, labels = w.tensor, w.labels
+    while (node := producer(tensor)) is not None and node.op in ("Expand", "Tile", "Unsqueeze", "Identity"):
+        r = len(tensor.shape or [])
+        if node.op == "Unsqueeze":
+            axes = constant_value(node.inputs[1]) if len(node.inputs) > 1 else node.attrs.get("axes")
+            if axes is None or r < 2 or any(int(a) % r >= r - 2 for a in np.ravel(axes)):
+                break
+        if node.op == "Tile":
+            reps = constant_value(node.inputs[1])
+            if reps is None or reps.size < 2 or any(int(v) != 1 for v in np.ravel(reps)[-2:]):
+                break
+        tensor = node.inputs[0]
+    value = constant_value(tensor)
+    if value is None or value.ndim < 2 or len(labels) < 2:
+        return None
+    want = list(w.tensor.shape or [])[-2:]
+    if len(want) == 2 and any(isinstance(a, int) and a != b for a, b in zip(want, value.shape[-2:])):
+        return None  # the broadcast also widens the matrix's own axes
+    slices = value.reshape(-1, *value.shape[-2:])
+    if not all(np.array_equal(s, slices[0]) for s in slices[1:]):
+        return None  # a different matrix per batch or head is no shared projection
+    return slices[0], labels[-2:]
 
 
 def _raw_x(tensor: gs.Tensor) -> gs.Tensor:
@@ -114,6 +152,48 @@ def _identify(got: np.ndarray, probe: np.ndarray, w: np.ndarray, four_d: bool) -
     return None
 
 
+def _reproduces(got: np.ndarray, probe: np.ndarray, w: np.ndarray, four_d: bool, attrs: dict) -> bool:
+    """Do the spec's features with `attrs` reproduce `got` on `probe`?"""
+    x = torch.from_numpy(probe if four_d else probe[:, None]).double()
+    ref = favor_reference(x, torch.from_numpy(w).double(), kind=attrs["kind"], eps=attrs["eps"],
+                          offset=attrs.get("offset", 0.0))[0].numpy()
+    ref = ref if four_d else ref[:, 0]
+    return ref.shape == got.shape and bool(np.allclose(got, ref, rtol=RTOL, atol=ATOL + RTOL * attrs["eps"]))
+
+
+def _mismatch(got: np.ndarray, probe: np.ndarray, w: np.ndarray, four_d: bool) -> str:
+    """In words, how the evaluated features differ from every kind of the spec's FAVOR+."""
+    base = "evaluated on a probe, the subgraph is not FAVOR+ with this W for queries or keys"
+    x = torch.from_numpy(probe if four_d else probe[:, None]).double()
+    wt = torch.from_numpy(w).double()
+    xs = x * x.shape[-1] ** -0.25
+    wx = xs @ wt.T
+    unstabilised = ((wx - (xs * xs).sum(-1, keepdim=True) / 2).exp() / w.shape[0] ** 0.5).numpy()
+    unstabilised = unstabilised if four_d else unstabilised[:, 0]
+    if unstabilised.shape != got.shape:
+        return f"{base}: it has shape {list(got.shape)}, FAVOR+ with W [{w.shape[0]}, {w.shape[1]}] " \
+               f"{list(unstabilised.shape)}"
+    # got ≈ unstabilised · exp(−c) + eps: read c where the features stand well above any eps
+    floor = float(np.min(got)) if got.size else 0.0  # about eps: the smallest features are eps and little more
+    lifted = got - floor
+    big = lifted > 0.05 * float(np.max(lifted)) if got.size and np.max(lifted) > 0 else np.zeros(got.shape, bool)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        c = np.where(big, np.log(unstabilised) - np.log(np.where(big, lifted, 1.0)), np.nan)
+    groups = c.reshape(c.shape[0] * (c.shape[1] if four_d else 1), -1)
+    if not np.isfinite(groups).any(axis=1).all():
+        return base
+    spread_in_group = float(np.nanmax(np.nanmax(groups, 1) - np.nanmin(groups, 1)))
+    spread_all = float(np.nanmax(groups) - np.nanmin(groups))
+    if spread_all < 5e-2 and groups.shape[0] > 1:
+        return (f"{base}: its stabiliser is one constant over the whole tensor (every batch and head, "
+                "as torch.amax(data_dash) without dims); PerformerFeatures' key kind takes one per batch "
+                "and head, query one per row: the features differ (they agree only after the attention's "
+                "normalisation), so they are left alone")
+    if spread_in_group < 5e-2:
+        return f"{base}: its stabiliser is constant per batch and head but is not max(W x') (key kind)"
+    return base
+
+
 class FusePerformerFeatures(Pass):
     name = "fuse-performer-features"
     summary = "FAVOR+ exp(Wx − ‖x‖²/2 − c)/√m + eps → PerformerFeatures"
@@ -148,9 +228,15 @@ class FusePerformerFeatures(Pass):
         probe = probe_for(x)
         got = evaluate_from(graph, x, out, probe)
         attrs = None if got is None else _identify(got, probe, w, r == 4)
+        if attrs is not None:  # a second probe: a data-dependent constant is no key_fixed offset
+            probe2 = 1.5 * probe_for(x, seed=1)
+            got2 = evaluate_from(graph, x, out, probe2)
+            if got2 is None or not _reproduces(got2, probe2, w, r == 4, attrs):
+                attrs, got, probe = None, got2 if got2 is not None else got, probe2 if got2 is not None else probe
         if not match.check("features_match_favor_plus", attrs is not None,
                            f"FAVOR+ features, kind {attrs['kind']}" if attrs else
-                           "evaluated on a probe, the subgraph is not FAVOR+ with this W for queries or keys"):
+                           "the subgraph could not be evaluated on a probe x" if got is None else
+                           _mismatch(got, probe, w, r == 4)):
             return
         match.bound = (exp, x, out, w, attrs)
 

@@ -5,7 +5,9 @@ Writes: `Emitter` adds named nodes (`e.op("MatMul", a, b)` returns the output te
 `take_over` makes a new subgraph produce an existing tensor, so the tensor keeps its name,
 its consumers and its place among the graph outputs.
 Input: `read_model` and `validate_input_model` refuse, saying what is wrong, a file the passes
-cannot take (empty, not a ModelProto, an old opset, duplicate names, a cycle, undecodable text).
+cannot take (empty, not a ModelProto, an opset older than 17, duplicate names, a cycle, undecodable
+text); opset 17 is converted in place (attnx.surgeon.upgrade). `import_graph` reads what
+exporters validly write and graphsurgeon cannot carry: an empty list attribute (`Constant(value_ints=[])`).
 """
 
 from __future__ import annotations
@@ -20,14 +22,74 @@ import onnx_graphsurgeon as gs
 
 from attnx.errors import OnnxFileError
 from attnx.exporters import OPSETS
+from attnx.surgeon.upgrade import OLDEST_READ, upgrade_opset
 
 MIN_OPSET = min(OPSETS)  # the passes build nodes of this opset and later
+
+_LIST_ATTRIBUTES = (onnx.AttributeProto.INTS, onnx.AttributeProto.FLOATS, onnx.AttributeProto.STRINGS,
+                    onnx.AttributeProto.TENSORS, onnx.AttributeProto.GRAPHS, onnx.AttributeProto.SPARSE_TENSORS,
+                    onnx.AttributeProto.TYPE_PROTOS)
+_CONSTANT_LISTS = {"value_ints": onnx.TensorProto.INT64, "value_floats": onnx.TensorProto.FLOAT,
+                   "value_strings": onnx.TensorProto.STRING}
+
+
+def _has_empty_lists(graph: onnx.GraphProto) -> bool:
+    for node in graph.node:
+        for a in node.attribute:
+            if a.type in _LIST_ATTRIBUTES and not len(onnx.helper.get_attribute_value(a)):
+                return True
+            if a.type == onnx.AttributeProto.GRAPH and _has_empty_lists(a.g):
+                return True
+            if a.type == onnx.AttributeProto.GRAPHS and any(_has_empty_lists(g) for g in a.graphs):
+                return True
+    return False
+
+
+def _without_empty_lists(graph: onnx.GraphProto) -> int:
+    """Rewrite, in place, the empty list attributes graphsurgeon cannot export (onnx.helper cannot type an
+    empty list): `Constant(value_ints=[])` becomes `Constant(value=<empty int64 [0]>)`, the same value; an
+    empty optional list attribute elsewhere is dropped (ONNX reads an empty list and an absent one alike:
+    no axes, no pads). Returns how many were rewritten; sub-graphs are included."""
+    changed = 0
+    for node in graph.node:
+        keep, rewritten = [], False
+        for a in node.attribute:
+            if a.type == onnx.AttributeProto.GRAPH:
+                changed += _without_empty_lists(a.g)
+            elif a.type == onnx.AttributeProto.GRAPHS:
+                changed += sum(_without_empty_lists(g) for g in a.graphs)
+            if a.type not in _LIST_ATTRIBUTES or len(onnx.helper.get_attribute_value(a)):
+                keep.append(a)
+                continue
+            rewritten = True
+            if node.op_type == "Constant" and node.domain in ("", "ai.onnx") and a.name in _CONSTANT_LISTS:
+                keep.append(onnx.helper.make_attribute(
+                    "value", onnx.helper.make_tensor(node.output[0], _CONSTANT_LISTS[a.name], [0], [])))
+        if rewritten:
+            changed += 1
+            keep = [onnx.AttributeProto.FromString(a.SerializeToString()) for a in keep]
+            del node.attribute[:]
+            node.attribute.extend(keep)
+    return changed
 
 
 def _has_bfloat16(graph: onnx.GraphProto) -> bool:
     values = [*graph.input, *graph.value_info, *graph.output]
     return (any(v.type.tensor_type.elem_type == onnx.TensorProto.BFLOAT16 for v in values)
             or any(t.data_type == onnx.TensorProto.BFLOAT16 for t in graph.initializer))
+
+
+def _untype_non_tensors(proto: onnx.GraphProto, graph: gs.Graph) -> None:
+    """graphsurgeon reads a sequence (SplitToSequence's output), optional or map value as a tensor of its
+    element type and writes it back so, which ONNX Runtime refuses ("expected seq(tensor(float))"): such
+    values keep no type here, and whoever runs the graph infers it."""
+    names = {v.name for v in [*proto.value_info, *proto.output, *proto.input]
+             if v.type.WhichOneof("value") not in (None, "tensor_type")}
+    if not names:
+        return
+    for name, tensor in graph.tensors().items():
+        if name in names and isinstance(tensor, gs.Variable):
+            tensor.dtype, tensor.shape = None, None
 
 
 def import_graph(model: onnx.ModelProto) -> gs.Graph:
@@ -39,6 +101,11 @@ def import_graph(model: onnx.ModelProto) -> gs.Graph:
     warning is held back for the import alone, other warnings and errors still print."""
     from onnx_graphsurgeon.logger import G_LOGGER
 
+    if _has_empty_lists(model.graph):
+        copy = onnx.ModelProto()
+        copy.CopyFrom(model)
+        _without_empty_lists(copy.graph)
+        model = copy
     severity = G_LOGGER.severity
     if _has_bfloat16(model.graph):
         G_LOGGER.severity = max(severity, G_LOGGER.ERROR)
@@ -46,6 +113,7 @@ def import_graph(model: onnx.ModelProto) -> gs.Graph:
         graph = gs.import_onnx(model)
     finally:
         G_LOGGER.severity = severity
+    _untype_non_tensors(model.graph, graph)
     constants = [t for t in graph.tensors().values() if isinstance(t, gs.Constant)]
     constants += [v for node in graph.nodes for v in node.attrs.values() if isinstance(v, gs.Constant)]
     for c in constants:
@@ -107,20 +175,34 @@ def _cycle(graph: onnx.GraphProto) -> list[str] | None:
     return stuck or None
 
 
-def validate_input_model(model: onnx.ModelProto, where: str | Path) -> None:
-    """Refuse a graph the passes would misread: no or an old default opset, a tensor name given twice,
-    a cycle, a string attribute that is not UTF-8. Each OnnxFileError names what was expected and found."""
+def validate_input_model(model: onnx.ModelProto, where: str | Path) -> str | None:
+    """Refuse a graph the passes would misread: no or too old a default opset, a tensor name given twice,
+    a cycle, a string attribute that is not UTF-8. Each OnnxFileError names what was expected and found.
+    An opset from 17 up to MIN_OPSET is converted in place (attnx.surgeon.upgrade.upgrade_opset) and the
+    note saying from which opset to which, and why, returned; None when the model is kept as it is. Opsets
+    MIN_OPSET to 22 stay as they are here (a checked file is checked as written); optimize_model upgrades them.
+    """
     opsets = [imp.version for imp in model.opset_import if imp.domain in ("", "ai.onnx")]
     if not opsets:
         raise OnnxFileError(f"{where}: expected a model that imports the default ONNX opset, found imports of "
                             f"{', '.join(repr(i.domain) for i in model.opset_import) or 'no opset at all'}")
-    if opsets[0] < MIN_OPSET:
+    if opsets[0] < OLDEST_READ:
         raise OnnxFileError(f"{where}: expected default opset {MIN_OPSET} or later (attnx supports "
-                            f"{', '.join(map(str, OPSETS))}), found opset {opsets[0]}: convert it first, e.g. with "
+                            f"{', '.join(map(str, OPSETS))}, and converts {OLDEST_READ} to {MIN_OPSET - 1} itself), "
+                            f"found opset {opsets[0]}: convert it first, e.g. with "
                             f"onnx.version_converter.convert_version(model, {MIN_OPSET})")
     if opsets[0] > (newest := onnx.defs.onnx_opset_version()):
-        raise OnnxFileError(f"{where}: expected a default opset ONNX defines ({MIN_OPSET} to {newest} here), "
+        raise OnnxFileError(f"{where}: expected a default opset ONNX defines ({OLDEST_READ} to {newest} here), "
                             f"found opset {opsets[0]}")
+    _check_names_and_cycles(model, where)
+    if opsets[0] >= MIN_OPSET:
+        return None
+    converted, note = upgrade_opset(model)
+    model.CopyFrom(converted)
+    return note
+
+
+def _check_names_and_cycles(model: onnx.ModelProto, where: str | Path) -> None:
     graph = model.graph
     defined = Counter([i.name for i in graph.input] + [i.name for i in graph.initializer]
                       + [o for n in graph.node for o in n.output if o])

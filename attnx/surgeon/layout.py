@@ -8,6 +8,7 @@ attention node that takes the place of a matched subgraph.
 
 from __future__ import annotations
 
+import numpy as np
 import onnx_graphsurgeon as gs
 
 from attnx.surgeon.contraction import Operand
@@ -44,14 +45,24 @@ def from_bhnd(emit: Emitter, y: gs.Tensor, have: str, want: str) -> gs.Tensor:
 
 def replace_qkv(emit: Emitter, op: str, attrs: dict, *, q: Operand, k: Operand, v: Operand, batch: str, n: str,
                 m: str, d: str, e: str, out: gs.Tensor, out_labels: str, domain: str | None = None,
-                bias: Operand | None = None) -> None:
+                bias: Operand | None = None, head_order: list[int] | None = None) -> None:
     """Make `out` (labels `out_labels`) the value of op(q, k, v[, bias]) computed in [B, H, N, D]: q
-    labelled batch+n+d, k batch+m+d, v batch+m+e, a bias batch+n+m, the result batch+n+e."""
+    labelled batch+n+d, k batch+m+d, v batch+m+e, a bias batch+n+m, the result batch+n+e. `head_order`
+    (new head i is old head head_order[i]) reorders q's heads (and a bias's) before the op and the
+    result's back after it."""
     inputs = [to_bhnd(emit, q, batch + n + d), to_bhnd(emit, k, batch + m + d), to_bhnd(emit, v, batch + m + e)]
     if bias is not None:
         inputs.append(to_bhnd(emit, bias, batch + n + m))
+    if head_order is not None:
+        inputs[0] = emit.op("Gather", inputs[0], emit.ints(head_order), attrs={"axis": 1})
+        if bias is not None and bias.tensor.shape is not None and \
+                bias.tensor.shape[bias.labels.index(batch[-1])] != 1:
+            inputs[3] = emit.op("Gather", inputs[3], emit.ints(head_order), attrs={"axis": 1})
     y = emit.op(op, *inputs, attrs=attrs, domain=domain)
     y.dtype = out.dtype
+    if head_order is not None:
+        y = emit.op("Gather", y, emit.ints(list(np.argsort(head_order))), attrs={"axis": 1})
+        y.dtype = out.dtype
     take_over(out, from_bhnd(emit, y, batch + n + e, out_labels), emit)
 
 

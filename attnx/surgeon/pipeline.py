@@ -30,8 +30,11 @@ from attnx.errors import AttnxError, OnnxFileError
 from attnx.exporters.functions import attach_local_functions, model_opset
 from attnx.ops import DOMAIN, register_onnx_schemas
 from attnx.surgeon.attnx_node import verify_attnx_nodes
-from attnx.surgeon.framework import Pass
+from attnx.surgeon.attention_pattern import find_quadratic
+from attnx.surgeon.framework import Pass, PassReport
 from attnx.surgeon.graph import import_graph
+from attnx.surgeon.upgrade import upgrade_opset
+from attnx.surgeon.guard import BATCH, check_regions
 from attnx.surgeon.fuse_linear_attention import FuseLinearAttention
 from attnx.surgeon.fuse_mixed_chunk_attention import FuseMixedChunkAttention
 from attnx.surgeon.fuse_performer_features import FusePerformerFeatures
@@ -69,15 +72,60 @@ def _infer(model: onnx.ModelProto) -> onnx.ModelProto:
         raise OnnxFileError(f"ONNX shape inference failed: {exc}") from exc
 
 
-def _run_pass(model: onnx.ModelProto, pass_: Pass):
-    graph = import_graph(_strip_attnx_functions(_infer(model)))
-    report = pass_.run(graph, model_opset(model))
+def _apply(model: onnx.ModelProto, pass_: Pass, opset: int, skip: dict[str, str]):
+    """The pass run once on (a fresh import of) `model`, already inferred and stripped."""
+    graph = import_graph(model)
+    report = pass_.run(graph, opset, skip)
     graph.cleanup().toposort()
     out = gs.export_onnx(graph, do_type_check=False)
     out.ir_version = model.ir_version
     out.metadata_props.extend(model.metadata_props)
-    out.functions.extend(f for f in model.functions if f.domain != DOMAIN)
-    return attach_local_functions(out), report
+    return out, report
+
+
+def _undone(report, failed: dict[str, str]):
+    """`report` with every rewrite turned back: the pass's output is not kept."""
+    for entry in report.details:
+        if entry.pop("rewritten", False):
+            entry.pop("change", None)
+            entry["checks"]["numeric_guard"] = False
+            entry["why"] = "numeric_guard: " + failed.get(entry["at"], "another rewrite of this pass failed the "
+                                                                    "numeric guard; the pass is not kept")
+        entry["rewritten"] = False
+    report.rewritten, report.regions = 0, []
+    return report
+
+
+def _run_pass(model: onnx.ModelProto, pass_: Pass, guard: bool = True):
+    """The pass on `model`, each rewrite checked by the numeric guard: a rewrite the guard finds wrong (or
+    cannot run) is undone by running the pass again from `model` with its anchor skipped, until every
+    rewrite kept agrees. Each round skips at least one more anchor, so the loop ends."""
+    inferred = _infer(model)
+    before = onnx.ModelProto()
+    before.CopyFrom(inferred)
+    stripped = _strip_attnx_functions(inferred)
+    functions = [f for f in model.functions if f.domain != DOMAIN]
+    opset, skip = model_opset(model), {}
+    while True:
+        out, report = _apply(stripped, pass_, opset, skip)
+        out.functions.extend(functions)
+        out = attach_local_functions(out)
+        if not guard or not report.regions:
+            return out, report
+        verdicts = check_regions(before, out, report.regions)
+        failed = {v.anchor: v.why for v in verdicts if not v.ok}
+        if failed and not set(failed) <= set(skip):
+            skip.update(failed)
+            continue
+        if failed:  # a skipped anchor came back rewritten: keep nothing of this pass
+            return model, _undone(report, failed)
+        by_anchor = {v.anchor: v for v in verdicts}
+        for entry in report.details:
+            if entry.get("rewritten") and entry["at"] in by_anchor:
+                v = by_anchor[entry["at"]]
+                entry["guard"] = {"max_error": v.max_error, "lengths": list(v.lengths), "batch": BATCH}
+                entry["change"] += f" [numeric guard: {v.why}]"
+        return out, report
 
 
 def select_passes(names: list[str] | None) -> list[Pass]:
@@ -92,7 +140,8 @@ def select_passes(names: list[str] | None) -> list[Pass]:
 
 def optimize_model(model: onnx.ModelProto, target: str = "ort", passes: list[str] | None = None,
                    trt_version: tuple[int, int] | None = None):
-    """Run the passes, then convert to `target`: (ModelProto, [PassReport]); `trt_version` is the TensorRT
+    """Run the passes, then convert to `target`: (ModelProto, Reports: the passes' PassReports, and
+    `.left_alone`, every attention region left unfused with why); `trt_version` is the TensorRT
     whose parser the `trt` form is for (default: attnx.surgeon.trt_versions.default_version()).
 
     The input is not modified. `passes` None runs them all. An attnx node whose attributes are
@@ -105,10 +154,62 @@ def optimize_model(model: onnx.ModelProto, target: str = "ort", passes: list[str
         raise OnnxFileError(f"expected an onnx.ModelProto, got {type(model).__name__}")
     register_onnx_schemas()
     verify_attnx_nodes(model)
+    out, reports = _run_passes(model, passes)
+    if any(d.get("checks", {}).get("opset_supports_op") is False for r in reports for d in r.details):
+        # a candidate only the opset held back: convert (ONNX Attention / RotaryEmbedding need 23) and run again
+        upgraded, note = upgrade_opset(model)
+        if upgraded is not model:
+            out, reports = _run_passes(upgraded, passes)
+        reports.notes.append(note)
+    reports.left_alone = left_alone(out, reports)
+    return retarget(_infer(out), target, trt_version), reports
+
+
+def _run_passes(model: onnx.ModelProto, passes: list[str] | None):
     out = onnx.ModelProto()
     out.CopyFrom(model)
-    reports = []
+    reports = Reports()
     for pass_ in select_passes(passes):
         out, report = _run_pass(out, pass_)
         reports.append(report)
-    return retarget(_infer(out), target, trt_version), reports
+    return out, reports
+
+
+class Reports(list):
+    """The passes' reports in order (a list, as before), and `left_alone`: the PassReport named
+    "left-alone" listing every attention region still unfused with the passes' reasons."""
+
+    left_alone: PassReport | None = None
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.notes: list[str] = []  # what optimize_model did besides the passes (an opset conversion)
+
+
+LEFT_ALONE = "left-alone"
+
+
+def left_alone(model: onnx.ModelProto, reports) -> PassReport:
+    """Every region with the attention skeleton (attention_pattern.find_quadratic) still in `model` after
+    the passes, each with the reasons the passes gave at its anchor (its ·V product node)."""
+    report = PassReport(LEFT_ALONE)
+    try:
+        graph = import_graph(_strip_attnx_functions(_infer(model)))
+        found = find_quadratic(graph)
+    except Exception as exc:  # an unreadable final graph: say so instead of failing the optimisation
+        report.details.append({"at": "?", "rewritten": False, "reasons": [],
+                               "why": f"the graph after the passes could not be read for attention "
+                                      f"regions: {str(exc).splitlines()[0][:200]}"})
+        return report
+    for att in found:
+        anchor = att.product.node.name
+        reasons = [{"pass": r.name, "why": d["why"]} for r in reports for d in r.details
+                   if d.get("at") == anchor and not d.get("rewritten") and d.get("why")]
+        steps = ", ".join(s.op for s in att.steps) or "none"
+        why = ("; ".join(f"{x['pass']}: {x['why']}" for x in reasons) if reasons else
+               f"no pass claimed it (ops between QKᵀ and ·V: {steps})")
+        report.details.append({"at": anchor, "rewritten": False, "scores": att.scores.node.name,
+                               "steps": [s.op for s in att.steps], "reasons": reasons,
+                               "why": f"attention left unfused: {why}"})
+    report.matched = len(report.details)
+    return report

@@ -1,0 +1,226 @@
+"""lucidrains' FLASH-pytorch (GAU, FLASH) and plain-torch FLASH layers, exported as users export them.
+
+FLASH-pytorch exports with TorchScript (dynamo=False); its relu² steps are spelled there with
+shapes the exporter leaves unnamed (a T5 bias [unk, unk] beside scores [b, n, n]) and masks
+through Where on index arithmetic (FLASH's padded-key mask, the triu causal mask), so the relu²
+pass reads them by running them on probes (dynamo exports are read the same way). GAU becomes one ReluSquaredAttention with its T5 bias;
+FLASH's in-chunk part becomes one ReluSquaredAttention with its T5 bias and its padded-key mask
+carried in the bias (−1e30 where a key is padding). MixedChunkAttention takes no bias, so FLASH
+with a bias is left there with the reason; a plain-torch FLASH without one becomes one
+MixedChunkAttention from the TorchScript export too. A FLASH with a head axis ([B, H, C, g, S])
+has three batch axes and is left alone with the reason.
+
+Outputs are compared in ONNX Runtime before and after at batch 2 and lengths 1, 37 and 300
+(group 8: 37 and 300 leave a partial last chunk) within 1e-4 relative (helpers.public.RTOL).
+"""
+
+import onnx
+# onnx.reference (which torch's dynamo exporter imports) builds its op table once, on first import,
+# and refuses two ops named LinearAttention (ONNX's and attnx's): load it before optimize_model
+# registers attnx's schemas, or the dynamo export below fails when it runs after another test
+import onnx.reference  # noqa: F401
+import pytest
+import torch
+from torch.nn import functional as F
+
+from attnx.surgeon import optimize_model
+from helpers.public import assert_close_outputs, export_as
+
+flash_pytorch = pytest.importorskip("flash_pytorch")
+rotary_embedding_torch = pytest.importorskip("rotary_embedding_torch")
+
+DIM, QK, GROUP = 32, 16, 8
+LENGTHS = (1, 37, 300)
+DYNAMIC = {0: {0: "batch", 1: "seq"}}
+RELU2, MIXED = "fuse-relu-squared-attention", "fuse-mixed-chunk-attention"
+CHUNK_PASSES = [RELU2, MIXED]  # FLASH's graph is large: only the passes under test, to keep the time
+
+
+class Positional(torch.nn.Module):
+    """FLASH-pytorch's FLASH takes its mask keyword-only; TorchScript passes inputs positionally."""
+
+    def __init__(self, layer):
+        super().__init__()
+        self.layer = layer
+
+    def forward(self, x):
+        return self.layer(x)
+
+
+def feeds(n):
+    g = torch.Generator().manual_seed(n)
+    return {"x0": torch.randn(2, n, DIM, generator=g).numpy()}
+
+
+def attnx_nodes(model, op):
+    return [n for n in model.graph.node if n.domain == "attnx" and n.op_type == op]
+
+
+def attrs_of(node):
+    return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+
+
+def details(reports, name):
+    (report,) = [r for r in reports if r.name == name]
+    return report.details
+
+
+def public_gau(causal):
+    torch.manual_seed(0)
+    return flash_pytorch.GAU(dim=DIM, query_key_dim=QK, causal=causal)
+
+
+def public_flash(causal):
+    torch.manual_seed(0)
+    rotary = rotary_embedding_torch.RotaryEmbedding(dim=8)
+    return Positional(flash_pytorch.FLASH(dim=DIM, group_size=GROUP, query_key_dim=QK, causal=causal,
+                                          rotary_pos_emb=rotary))
+
+
+def export(module, exporter="torchscript", opset=18):
+    return export_as(module, (torch.randn(2, 37, DIM),), exporter, opset, DYNAMIC)
+
+
+@pytest.mark.parametrize("causal,opset", [(False, 17), (False, 20), (True, 18)])
+def test_public_gau_from_torchscript_becomes_relu_squared_attention_with_its_t5_bias(causal, opset):
+    model = export(public_gau(causal), opset=opset)
+    out, reports = optimize_model(model)
+    (node,) = attnx_nodes(out, "ReluSquaredAttention")
+    assert len(node.input) == 4  # q, k, v and the T5 bias
+    attrs = attrs_of(node)
+    # GAU: relu(qkᵀ/n + b/n)² with the T5 bias scaled by √dim inside: norm n inside, scale 1
+    assert (attrs["causal"], attrs["norm"], attrs["norm_placement"]) == (int(causal), b"n", b"inside")
+    assert attrs["scale"] == pytest.approx(1.0, rel=1e-4)
+    assert "probed at input lengths" in str(details(reports, RELU2))
+    assert_close_outputs(model, out, [feeds(n) for n in LENGTHS])
+
+
+def test_public_gau_from_dynamo_becomes_relu_squared_attention():
+    """(FLASH-pytorch's FLASH from dynamo, whose chunk bias and triu mask dynamo folds into constants,
+    fuses the same way; it is left out here for the test-time budget: its export takes ~20 s.)"""
+    model = export(public_gau(True), "dynamo", 18)
+    out, reports = optimize_model(model)
+    (node,) = attnx_nodes(out, "ReluSquaredAttention")
+    assert len(node.input) == 4 and attrs_of(node)["causal"] == 1
+    assert_close_outputs(model, out, [feeds(n) for n in LENGTHS])
+
+
+def test_trt_form_of_public_gau_is_clean():
+    out, _ = optimize_model(export(public_gau(True), opset=20), "trt")
+    assert {n.domain for n in out.graph.node} <= {"", "trt.plugins"}
+    assert [n.op_type for n in out.graph.node if n.domain == "trt.plugins"] == ["ReluSquaredAttention"]
+    assert not out.functions
+
+
+@pytest.fixture(scope="module", params=[False, True], ids=["bidirectional", "causal"])
+def flash(request):
+    model = export(public_flash(request.param))
+    return request.param, model, optimize_model(model, passes=CHUNK_PASSES)
+
+
+def test_public_flash_in_chunk_relu_squared_keeps_its_bias_and_padded_key_mask(flash):
+    causal, model, (out, reports) = flash
+    (node,) = attnx_nodes(out, "ReluSquaredAttention")
+    assert len(node.input) == 4
+    attrs = attrs_of(node)
+    # relu(qkᵀ/g + b)² over chunks of g, no length norm
+    assert (attrs["causal"], attrs["norm"]) == (int(causal), b"none")
+    assert attrs["scale"] == pytest.approx(1 / GROUP, rel=1e-4)
+    (detail,) = details(reports, RELU2)
+    assert "and a key mask" in detail["change"]
+    assert_close_outputs(model, out, [feeds(n) for n in LENGTHS])
+
+
+def test_public_flash_is_not_mixed_chunk_attention_because_of_its_bias(flash):
+    _, _, (out, reports) = flash
+    (detail,) = details(reports, MIXED)
+    assert not detail["rewritten"] and detail["why"].startswith("quad_without_bias: "), detail
+    assert not attnx_nodes(out, "MixedChunkAttention")
+
+
+def test_trt_form_of_public_flash_is_clean(flash):
+    causal, model, _ = flash
+    if not causal:
+        pytest.skip("one form suffices: the bidirectional graph differs only in the across-chunk part")
+    out, _ = optimize_model(model, "trt", passes=CHUNK_PASSES)
+    assert {n.domain for n in out.graph.node} <= {"", "trt.plugins"}
+    assert [n.op_type for n in out.graph.node if n.domain == "trt.plugins"] == ["ReluSquaredAttention"]
+
+
+class PlainFLASH(torch.nn.Module):
+    """FLASH written in plain torch as FLASH-pytorch spells it, without its relative-position bias:
+    `key_mask` masks the padded keys inside the chunks as FLASH-pytorch does (masked_fill after the
+    relu²); `heads` adds a head axis [B, H, C, g, S]."""
+
+    def __init__(self, causal=False, key_mask=False, heads=0):
+        super().__init__()
+        g = torch.Generator().manual_seed(3)
+        self.causal, self.key_mask, self.heads = causal, key_mask, heads
+        h = max(heads, 1)
+        self.to_hidden = torch.nn.Linear(DIM, 2 * QK * h)
+        self.to_qk = torch.nn.Linear(DIM, QK * h)
+        self.gamma = torch.nn.Parameter(torch.randn(4, QK, generator=g) * 0.1 + 1)
+        self.beta = torch.nn.Parameter(torch.randn(4, QK, generator=g) * 0.1)
+        self.to_out = torch.nn.Linear(QK * h, DIM)
+
+    def forward(self, x):
+        b, n, g = x.shape[0], x.shape[1], GROUP
+        v, gate = F.silu(self.to_hidden(x)).chunk(2, dim=-1)
+        qk = F.silu(self.to_qk(x))
+        if self.heads:
+            v, qk = (t.reshape(b, n, self.heads, QK).transpose(1, 2) for t in (v, qk))
+        quad_q, lin_q, quad_k, lin_k = (qk.unsqueeze(-2) * self.gamma + self.beta).unbind(dim=-2)
+        padding = (g - n % g) % g
+        lead = v.shape[:-2]
+        quad_q, quad_k, lin_q, lin_k, v = (F.pad(t, (0, 0, 0, padding)).reshape(*lead, -1, g, QK)
+                                           for t in (quad_q, quad_k, lin_q, lin_k, v))
+        attn = F.relu(torch.einsum("... i d, ... j d -> ... i j", quad_q, quad_k) / g) ** 2
+        if self.key_mask:
+            keep = F.pad(torch.ones(b, n, dtype=torch.bool), (0, padding), value=False).reshape(b, -1, 1, g)
+            attn = attn.masked_fill(~keep, 0.0)
+        if self.causal:
+            attn = attn.masked_fill(torch.ones(g, g, dtype=torch.bool).triu(1), 0.0)
+        quad_out = torch.einsum("... i j, ... j d -> ... i d", attn, v)
+        if self.causal:
+            lin_kv = torch.einsum("... g n d, ... g n e -> ... g d e", lin_k, v) / g
+            lin_kv = F.pad(lin_kv.cumsum(dim=-3), (0, 0, 0, 0, 1, -1))
+            lin_out = torch.einsum("... g d e, ... g n d -> ... g n e", lin_kv, lin_q)
+        else:
+            lin_kv = torch.einsum("... g n d, ... g n e -> ... d e", lin_k, v) / n
+            lin_out = torch.einsum("... g n d, ... d e -> ... g n e", lin_q, lin_kv)
+        y = (quad_out + lin_out).reshape(*lead, -1, QK)[..., :n, :]
+        if self.heads:
+            y = y.transpose(1, 2).reshape(b, n, -1)
+        return self.to_out(gate * y)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_plain_flash_from_torchscript_becomes_one_mixed_chunk_attention(causal):
+    model = export(PlainFLASH(causal))
+    out, reports = optimize_model(model)
+    (node,) = attnx_nodes(out, "MixedChunkAttention")
+    attrs = attrs_of(node)
+    assert (attrs["causal"], attrs["chunk_size"]) == (int(causal), GROUP)
+    assert not [n for n in out.graph.node if n.domain == "attnx" and n.op_type != "MixedChunkAttention"]
+    assert_close_outputs(model, out, [feeds(n) for n in LENGTHS])
+
+
+def test_plain_flash_with_a_padded_key_mask_keeps_it_in_relu_squared_attention():
+    """The key mask is exact only in the op's bias: MixedChunkAttention, which takes no bias, is refused."""
+    model = export(PlainFLASH(True, key_mask=True))
+    out, reports = optimize_model(model, passes=CHUNK_PASSES)
+    (node,) = attnx_nodes(out, "ReluSquaredAttention")
+    assert len(node.input) == 4
+    (detail,) = details(reports, MIXED)
+    assert detail["why"].startswith("quad_without_bias: "), detail
+    assert_close_outputs(model, out, [feeds(n) for n in LENGTHS])
+
+
+def test_plain_flash_with_a_head_axis_is_left_alone_with_the_reason():
+    model = export(PlainFLASH(True, heads=2))
+    out, reports = optimize_model(model, passes=CHUNK_PASSES)
+    (detail,) = details(reports, RELU2)
+    assert not detail["rewritten"] and detail["why"].startswith("fits_relu_squared: "), detail
+    assert "3 batch axes" in detail["why"]
+    assert not [n for n in out.graph.node if n.domain == "attnx"]
+    assert_close_outputs(model, out, [feeds(n) for n in LENGTHS])
