@@ -155,12 +155,14 @@ def optimize_model(model: onnx.ModelProto, target: str = "ort", passes: list[str
     register_onnx_schemas()
     verify_attnx_nodes(model)
     out, reports = _run_passes(model, passes)
-    if any(d.get("checks", {}).get("opset_supports_op") is False for r in reports for d in r.details):
+    if any(not d.get("rewritten") and str(d.get("why", "")).startswith("opset_supports_op")
+           for r in reports for d in r.details):
         # a candidate only the opset held back: convert (ONNX Attention / RotaryEmbedding need 23) and run again
         upgraded, note = upgrade_opset(model)
         if upgraded is not model:
             out, reports = _run_passes(upgraded, passes)
-        reports.notes.append(note)
+        if note:
+            reports.notes.append(note)
     reports.left_alone = left_alone(out, reports)
     return retarget(_infer(out), target, trt_version), reports
 

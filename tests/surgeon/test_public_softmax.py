@@ -162,9 +162,9 @@ def test_torchscript_exports_below_opset_23_are_left_alone_saying_so(opset):
     assert details and not any(d["rewritten"] for d in details)
     # the opset check is recorded on every match; TorchScript's MHA also bakes the export's key length
     # (12) into a Reshape, which the causal check reports first
-    assert all(d["checks"]["opset_supports_op"] is False for d in details), details
-    assert all(d["why"].startswith("opset_supports_op: the model's opset is") or "keys (12)" in d["why"]
-               for d in details), details
+    # optimize converts the file to opset 23 (the opset held nothing back here, so it is not converted);
+    # TorchScript's MHA bakes the export's key length (12) into a Reshape, which the causal check reports
+    assert all("keys (12)" in d["why"] for d in details), details
     assert _count(out, "Attention") == 0
 
 

@@ -33,12 +33,21 @@ def test_rotary_attention_becomes_rotary_embedding_and_attention(rotate, interle
     assert_same_outputs(model, out, QKV, QKV_AXES, rng, lengths=(1, 7, 37, 100))
 
 
-def test_opset_below_23_is_reported_not_rewritten():
+def test_opset_below_23_is_reported_not_rewritten_where_onnx_runtime_lacks_23(monkeypatch):
     model = export(RotaryAttention(), QKV, QKV_AXES, opset=18)
+    monkeypatch.setattr("attnx.surgeon.upgrade.runtime_runs_opset", lambda opset=23: False)
     out, reports = optimize(model, ["fuse-rotary"])
     details = reports["fuse-rotary"].details
     assert len(details) == 2 and all("opset is 18" in d["why"] for d in details), details
     assert not any(n.op_type == "RotaryEmbedding" for n in out.graph.node)
+
+
+def test_opset_below_23_is_converted_and_rewritten_saying_so(rng):
+    model = export(RotaryAttention(), QKV, QKV_AXES, opset=18)
+    out, reports = optimize_model(model, "ort", ["fuse-rotary"])
+    assert any(n.startswith("converted from opset 18 to opset 23") for n in reports.notes), reports.notes
+    assert sum(n.op_type == "RotaryEmbedding" for n in out.graph.node) == 2
+    assert_same_outputs(model, out, QKV, QKV_AXES, rng, lengths=(1, 37))
 
 
 @pytest.mark.parametrize("module,shapes,axes,check", [
