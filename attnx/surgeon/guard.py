@@ -43,7 +43,8 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-from attnx.surgeon.graph import import_graph, producer
+from attnx.surgeon.evaluate import shape_only
+from attnx.surgeon.graph import import_graph
 
 LENGTHS = (37, 64)
 BATCH = 2
@@ -92,22 +93,6 @@ def region_of(anchor: str, graph: gs.Graph, new_nodes: list[gs.Node]) -> Region:
 
 def _np_dtype(t: gs.Tensor):
     return np.dtype(t.dtype) if t.dtype is not None else np.dtype(np.float32)
-
-
-def _reaches_data(t: gs.Tensor, graph_inputs: set[int]) -> bool:
-    """True when some path from a graph input reaches `t` without passing a Shape node."""
-    seen, stack = set(), [t]
-    while stack:
-        x = stack.pop()
-        if id(x) in seen:
-            continue
-        seen.add(id(x))
-        if id(x) in graph_inputs:
-            return True
-        node = producer(x)
-        if node is not None and node.op != "Shape":
-            stack.extend(i for i in node.inputs if i is not None)
-    return False
 
 
 def _zeros(inp: onnx.ValueInfoProto, size: int, batch: int) -> np.ndarray:
@@ -203,11 +188,10 @@ class _Models:
     def cuts_of(self, region: Region) -> list[str]:
         """The region's float inputs that carry data (not only lengths) and exist before the pass too; integer
         and boolean ones (indices, masks) are computed by both models from the zero graph inputs."""
-        inputs = {id(t) for t in self.after.inputs}
         return [name for name in region.inputs
                 if name in self.after_tensors and name in self.before_tensors
                 and _np_dtype(self.after_tensors[name]).kind == "f"
-                and _reaches_data(self.after_tensors[name], inputs)]
+                and not shape_only(self.after_tensors[name], self.after)]
 
     def measure(self, names: list[str]) -> None:
         """Real shapes of `names` at each length: the model before the pass, run once on zero inputs."""
