@@ -16,9 +16,13 @@ each cut is its real shape at that length (the model before the pass is run up t
 a Reshape to a constant head count still fits; where that cannot run, symbolic axes are
 axis 0 → 2 and the others → the length.
 
-The graph after the pass runs attnx nodes through their local functions and standard
-Attention / RotaryEmbedding through ONNX Runtime's kernels, all in float32: the comparison is
-float32 against float32, not against the ops' float64 references.
+The graph after the pass is run twice. Once as it will be deployed: ONNX Runtime, attnx nodes
+through their local functions and standard Attention / RotaryEmbedding through its kernels, in
+float32. Once against the definitions (`_Float64`): onnx's reference evaluator, every attnx node
+computed by its op's float64 reference (`OpSpec.reference`, the ops' naive.py) and rounded to the
+node's float32 output, every standard node by onnx's own reference implementation. Both must agree with the replaced sub-graph; the first catches a function
+body that differs from its op, the second a rewrite whose op (attributes, operand order) differs
+from what it replaced even where the body would hide it.
 
 Tolerance: max |after − before| ≤ RTOL · max(1, max |before|) + ATOL + S with RTOL = 1e-4,
 ATOL = 1e-5, and S = max |before(x') − before(x)| for inputs x' = x·(1 + 1e-5·N(0, 1)) (`NUDGE`).
@@ -43,6 +47,8 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
+from attnx.ops import DOMAIN, REGISTRY
+from attnx.surgeon.attnx_node import read_node
 from attnx.surgeon.evaluate import shape_only
 from attnx.surgeon.graph import import_graph
 
@@ -51,6 +57,8 @@ BATCH = 2
 RTOL = 1e-4
 ATOL = 1e-5
 NUDGE = 1e-5  # relative input perturbation that measures a region's own float32 sensitivity
+WHICH = {"deployed": "ONNX Runtime, float32, the ops' function bodies",
+         "float64": "the ops' float64 references, onnx's reference evaluator"}
 
 
 @dataclasses.dataclass
@@ -70,6 +78,7 @@ class Verdict:
     why: str
     max_error: float | None = None
     lengths: tuple[int, ...] = ()
+    errors: dict[str, float] = dataclasses.field(default_factory=dict)  # per run of the rewrite (`WHICH`)
 
 
 def region_of(anchor: str, graph: gs.Graph, new_nodes: list[gs.Node]) -> Region:
@@ -163,6 +172,44 @@ def _session(model: onnx.ModelProto, outs: list[str], cuts: list[str], dtypes: d
     return list(sub.graph.input)[len(cuts):], session
 
 
+def _float64_ops() -> list[type]:
+    """onnx reference-evaluator kernels for the attnx ops: each computes its op's float64 reference and
+    rounds the result to the node's float type (the dtype of its first input, as every spec has it), the
+    type the rest of the graph reads."""
+    import torch
+    from onnx.reference.op_run import OpRun
+
+    def run(self, *inputs, **_attrs):
+        spec, attrs = read_node(self.onnx_node)
+        names = list(self.onnx_node.input)
+        given = iter(inputs)
+        args = [next(given) if i < len(names) and names[i] else None for i in range(len(spec.inputs))]
+        ys = spec.reference(*[None if a is None else torch.from_numpy(np.asarray(a, np.float64)) for a in args],
+                            **attrs)
+        return tuple(y.numpy().astype(np.asarray(inputs[0]).dtype) for y in ys)
+
+    # op_schema None: the evaluator would otherwise take the schema of a standard op of the same name
+    # (ONNX's own LinearAttention) and ask for its attributes
+    return [type(name, (OpRun,), {"op_domain": DOMAIN, "op_schema": None, "_run": run}) for name in REGISTRY]
+
+
+class _Float64:
+    """The sub-graph after the pass computed from the definitions (module docstring), `run` as an
+    InferenceSession's: onnx's reference evaluator, attnx nodes by `_float64_ops`."""
+
+    def __init__(self, model: onnx.ModelProto, outs: list[str], cuts: list[str], dtypes: dict):
+        from onnx.reference import ReferenceEvaluator
+
+        sub = _submodel(model, outs, cuts, dtypes)
+        keep = [f for f in sub.functions if f.domain != DOMAIN]  # attnx nodes run their references, not bodies
+        del sub.functions[:]
+        sub.functions.extend(keep)
+        self.evaluator = ReferenceEvaluator(sub, new_ops=_float64_ops())
+
+    def run(self, _names, feeds: dict) -> list[np.ndarray]:
+        return self.evaluator.run(None, feeds)
+
+
 def _fallback_shape(t: gs.Tensor, length: int) -> list[int]:
     if t.shape is None:
         raise ValueError(f"tensor {t.name!r} has no known shape")
@@ -251,9 +298,10 @@ def check_region(models: _Models, region: Region) -> Verdict:
     try:
         before_infos, before_session = models.session("before", outs, cuts)
         after_infos, after_session = models.session("after", outs, cuts)
+        definitions = _Float64(models.after_model, outs, cuts, models.dtypes)
     except Exception as exc:  # onnx/onnxruntime errors: a region that cannot be built is not kept
         return Verdict(region.anchor, False, f"cannot evaluate the region: {str(exc).splitlines()[0][:200]}")
-    worst, rng = 0.0, np.random.default_rng(zlib.crc32(region.anchor.encode()) + 1)
+    worst, rng = {"deployed": 0.0, "float64": 0.0}, np.random.default_rng(zlib.crc32(region.anchor.encode()) + 1)
     for length in LENGTHS:
         try:
             shapes = models.shapes(cuts, length)
@@ -262,19 +310,28 @@ def check_region(models: _Models, region: Region) -> Verdict:
             want = before_session.run(None, {**feeds, **rest})
             nudge = {n: (v * (1 + NUDGE * rng.standard_normal(v.shape))).astype(v.dtype) for n, v in feeds.items()}
             nudged = before_session.run(None, {**nudge, **rest})
-            got = after_session.run(None, {**feeds, **{i.name: _zeros(i, length, BATCH) for i in after_infos}})
+            after_feeds = {**feeds, **{i.name: _zeros(i, length, BATCH) for i in after_infos}}
+            runs = {"deployed": after_session.run(None, after_feeds)}
         except Exception as exc:  # onnxruntime's own errors
             return Verdict(region.anchor, False,
                            f"cannot evaluate the region at length {length}: {str(exc).splitlines()[0][:200]}")
-        for name, b, a, c in zip(outs, want, got, nudged):
-            ok, err, what = _compare(np.asarray(b), np.asarray(a), np.asarray(c))
-            if not ok:
-                return Verdict(region.anchor, False, f"the rewrite changes {name!r} at batch {BATCH}, length "
-                                                     f"{length}: {what}; tolerance {RTOL:g}·max(1, max|before|) "
-                                                     f"+ {ATOL:g}", err, LENGTHS)
-            worst = max(worst, err)
-    return Verdict(region.anchor, True, f"max |after − before| = {worst:.3g} at batch {BATCH}, lengths "
-                                        f"{', '.join(map(str, LENGTHS))}", worst, LENGTHS)
+        try:
+            runs["float64"] = definitions.run(None, after_feeds)
+        except Exception as exc:  # the reference evaluator's or an op reference's own errors
+            return Verdict(region.anchor, False, f"cannot evaluate the rewrite with the ops' float64 references at "
+                                                 f"length {length}: {str(exc).splitlines()[0][:200]}")
+        for which, got in runs.items():
+            how = WHICH[which]
+            for name, b, a, c in zip(outs, want, got, nudged):
+                ok, err, what = _compare(np.asarray(b), np.asarray(a), np.asarray(c))
+                if not ok:
+                    return Verdict(region.anchor, False, f"the rewrite changes {name!r} at batch {BATCH}, length "
+                                                         f"{length} (after: {how}): {what}; tolerance {RTOL:g}·max(1, "
+                                                         f"max|before|) + {ATOL:g}", err, LENGTHS)
+                worst[which] = max(worst[which], err)
+    return Verdict(region.anchor, True, f"max |after − before| = {worst['deployed']:.3g} ({WHICH['deployed']}), "
+                                        f"{worst['float64']:.3g} ({WHICH['float64']}) at batch {BATCH}, lengths "
+                                        f"{', '.join(map(str, LENGTHS))}", max(worst.values()), LENGTHS, worst)
 
 
 def check_regions(before: onnx.ModelProto, after: onnx.ModelProto, regions: list[Region]) -> list[Verdict]:

@@ -123,7 +123,7 @@ def _run_pass(model: onnx.ModelProto, pass_: Pass, guard: bool = True):
         for entry in report.details:
             if entry.get("rewritten") and entry["at"] in by_anchor:
                 v = by_anchor[entry["at"]]
-                entry["guard"] = {"max_error": v.max_error, "lengths": list(v.lengths), "batch": BATCH}
+                entry["guard"] = {"max_error": v.max_error, "errors": v.errors, "lengths": list(v.lengths), "batch": BATCH}
                 entry["change"] += f" [numeric guard: {v.why}]"
         return out, report
 

@@ -12,7 +12,7 @@ from attnx.surgeon.framework import Match
 from attnx.surgeon.fuse_softmax_attention import FuseSoftmaxAttention
 from attnx.surgeon.graph import Emitter, import_graph, take_over
 from helpers.graphs import QKV, QKV_AXES, assert_same_outputs, export
-from helpers.attention_models import CausalSoftmaxAttention
+from helpers.attention_models import CausalSoftmaxAttention, CumsumCausalLinearAttention
 
 SOFTMAX = FuseSoftmaxAttention.name
 
@@ -153,3 +153,31 @@ def test_region_boundary_is_named_by_tensors_the_graph_before_also_has(causal):
     assert region.nodes and set(region.inputs) <= names and region.outputs
     assert set(region.outputs) <= names and set(region.outputs) <= {t.name for t in graph.outputs}
     assert all(np.issubdtype(graph.tensors()[n].dtype, np.floating) for n in region.inputs)
+
+
+def _linear(monkeypatch, factor):
+    """LinearAttention fusion of a causal cumsum linear attention, with LinearAttention's float64 reference
+    multiplied by `factor` (1: the real one): the deployed form (its function body) is untouched."""
+    import dataclasses
+
+    from attnx import ops
+
+    spec = ops.REGISTRY["LinearAttention"]
+    real = spec.reference
+    monkeypatch.setitem(ops.REGISTRY, "LinearAttention", dataclasses.replace(
+        spec, reference=lambda *a, **kw: tuple(y * factor for y in real(*a, **kw))))
+    model = export(CumsumCausalLinearAttention(), QKV, QKV_AXES)
+    return optimize_model(model, "ort", ["fuse-linear-attention"])
+
+
+def test_the_guard_holds_the_rewrite_to_the_fused_ops_float64_reference(monkeypatch):
+    out, reports = _linear(monkeypatch, 1.0)
+    entry = _by_name(reports)["fuse-linear-attention"].details[0]
+    assert entry["rewritten"] and "(the ops' float64 references, onnx's reference evaluator)" in entry["change"], entry
+    assert set(entry["guard"]["errors"]) == {"deployed", "float64"}, entry["guard"]
+    # a reference off by 0.1 % is caught though ONNX Runtime, running the function body, agrees
+    out, reports = _linear(monkeypatch, 1.001)
+    entry = _by_name(reports)["fuse-linear-attention"].details[0]
+    assert not entry["rewritten"] and entry["checks"]["numeric_guard"] is False, entry
+    assert "(after: the ops' float64 references" in entry["why"], entry["why"]
+    assert not [n for n in out.graph.node if n.domain == "attnx"]
