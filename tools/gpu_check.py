@@ -449,7 +449,8 @@ def _sa_draw(rng, dtype, dev, index):
         "pattern": str(rng.choice(sparse_attention.PATTERNS)), "window": int(rng.choice((1, 3, 16, 37))),
         "dilation": int(rng.choice((1, 2, 3))), "stride": int(rng.choice((1, 5, 16, 100))),
         "block": int(rng.choice((1, 7, 64, 100))), "causal": bool(rng.integers(2)),
-        "scale": float(rng.choice((0.0, 0.3)))})
+        "scale": float(rng.choice((0.0, 0.3))), "look_back": int(rng.choice((0, 1, 2))),
+        "look_ahead": int(rng.choice((0, 1)))})
     return {"shape": {"B": B, "H": H, "N": N, "D": D, "E": E}, "attrs": attrs,
             "inputs": [_randn(dev, (B, H, N, D), dtype), _randn(dev, (B, H, N, D), dtype),
                        _randn(dev, (B, H, N, E), dtype)]}

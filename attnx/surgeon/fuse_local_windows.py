@@ -11,17 +11,18 @@ bucketing (through data-movement nodes and constant scales only) and the result 
 downstream of the un-bucketing. `identify_windowed` then runs that sub-graph in ONNX Runtime
 on random q, k, v at several lengths (batch 2, one length not a multiple of w) and compares it
 with SparseAttention's float64 reference for each pattern that could explain it (local causal
-or not with window 1..L·w+1, block w causal or not). A pattern is taken only when every length
+or not with window 1..L·w+1, block w causal or not with every look-back and look-ahead that
+fits L). A pattern is taken only when every length
 agrees within `RTOL`; spelling is never read for the pattern.
 
 Exact equivalents (checked in tests/surgeon/test_public_sparse.py):
   causal, exact_windowsize=True, look_backward lb  → local causal, window w·lb + 1
-  causal, look_backward 0                          → block w causal (exact_windowsize False)
+  causal, exact_windowsize=False (the default)     → block w causal, look_back lb: a query at offset r
+                                                      in its bucket sees w·lb + r keys back
   not causal, look_forward 0, exact_windowsize     → local causal, window w·lb + 1 (padding is ahead)
-Not expressible, left alone: the bucket-aligned window (exact_windowsize False, lb ≥ 1): a
-query at offset r in its bucket sees w·lb + r keys back, so the set depends on i mod w, which no
-SparseAttention pattern does; and non-causal autopad without an input mask, which attends to
-the zero keys padded past the sequence end.
+Not expressible, left alone: non-causal autopad without an input mask. It equals block w,
+look_back lb, look_ahead lf only at lengths w divides; at others it attends to the zero keys
+padded past the sequence end, and the probes include such a length.
 """
 
 from __future__ import annotations
@@ -153,10 +154,13 @@ def find_windowed(graph: gs.Graph, att: QuadraticAttention) -> Windowed | None:
 
 
 def _candidates(w: int, keys: int):
+    tiles = keys // w
     for causal in (True, False):
         for window in range(1, keys + 2):
             yield {"pattern": "local", "window": window, "causal": causal}
-        yield {"pattern": "block", "block": w, "causal": causal}
+        for back in range(tiles):
+            for ahead in range(tiles - back):
+                yield {"pattern": "block", "block": w, "causal": causal, "look_back": back, "look_ahead": ahead}
 
 
 def _probe_shape(t: gs.Tensor, n: int) -> list[int]:
@@ -199,5 +203,4 @@ def identify_windowed(graph: gs.Graph, win: Windowed, step_scale: float) -> tupl
             return attrs, f"equals SparseAttention({cand['pattern']}) at lengths {', '.join(map(str, PROBE_LENGTHS))}"
     return None, (f"buckets of {win.bucket} queries over {win.keys} keys, run at lengths "
                   f"{', '.join(map(str, PROBE_LENGTHS))}, equal no SparseAttention local or block pattern (e.g. "
-                  f"a bucket-aligned window, whose keys depend on the query's place in its bucket, or padded "
-                  f"keys past the sequence end that are attended)")
+                  f"padded keys past the sequence end that are attended)")

@@ -26,7 +26,7 @@ OPS = ("PerformerFeatures", "SparseAttention")
 NON_DEFAULT = {
     "PerformerFeatures": {"kind": "key_fixed", "eps": 0.5, "offset": -3.25},
     "SparseAttention": {"pattern": "strided", "window": 3, "dilation": 5, "stride": 7, "block": 9, "causal": 1,
-                        "scale": 0.125},
+                        "scale": 0.125, "look_back": 2, "look_ahead": 3},
 }
 
 # (op, fields, types, words the error must contain)
@@ -48,7 +48,10 @@ BAD_FIELDS = [
     ("SparseAttention", {"scale": -1.0}, None, ["'scale'", "-1", ">= 0"]),
     ("SparseAttention", {"scale": math.nan}, None, ["'scale'", "nan", "finite"]),
     ("SparseAttention", {"window": 16.0}, None, ["'window'", "float32", "int32"]),
-    ("SparseAttention", {"heads": 8}, None, ["'heads'", "pattern, window, dilation, stride, block, causal, scale"]),
+    ("SparseAttention", {"look_back": -1}, None, ["'look_back'", "-1", ">= 0 and <= 4096"]),
+    ("SparseAttention", {"look_ahead": 4097}, None, ["'look_ahead'", "4097", "<= 4096"]),
+    ("SparseAttention", {"heads": 8}, None, ["'heads'", "pattern, window, dilation, stride, block, causal, scale, "
+                                                        "look_back, look_ahead"]),
 ]
 
 
@@ -124,7 +127,7 @@ def test_spec_rejects_what_the_plugin_rejects(op):
 # ---------------------------------------------------------------- the sparse kernel's key sets
 
 # Includes the kernel source for the host: allowedKeys is __host__ __device__ so that this check runs
-# without a GPU. Reads "N pattern window dilation stride block causal" per line and prints, per query,
+# without a GPU. Reads "N pattern window dilation stride block causal look_back look_ahead" per line and prints, per query,
 # the keys the kernel would visit, in its order.
 _ENUMERATE = r"""
 #include "sparseAttentionKernel.cu"
@@ -132,10 +135,11 @@ _ENUMERATE = r"""
 int main()
 {
     long long N;
-    int kind, window, dilation, stride, block, causal;
-    while (std::scanf("%lld %d %d %d %d %d %d", &N, &kind, &window, &dilation, &stride, &block, &causal) == 7)
+    int kind, window, dilation, stride, block, causal, back, ahead;
+    while (std::scanf("%lld %d %d %d %d %d %d %d %d", &N, &kind, &window, &dilation, &stride, &block, &causal, &back,
+               &ahead) == 9)
     {
-        const Pattern p{kind, window, dilation, stride, block, causal};
+        const Pattern p{kind, window, dilation, stride, block, causal, back, ahead};
         for (long long i = 0; i < N; ++i)
         {
             Progression keys[3];
@@ -150,11 +154,12 @@ int main()
 }
 """
 
-_ENUM_CASES = [(n, pattern, window, dilation, stride, block, causal)
+_ENUM_CASES = [(n, pattern, window, dilation, stride, block, causal, back, ahead)
                for n in (1, 2, 5, 16, 17, 40)
                for pattern in PATTERNS
                for window, dilation, stride, block in ((1, 1, 1, 1), (2, 3, 3, 4), (3, 2, 7, 8), (5, 4, 16, 64))
-               for causal in (0, 1)]
+               for causal in (0, 1)
+               for back, ahead in (((0, 0), (1, 0), (0, 1), (2, 1)) if pattern == "block" else ((0, 0),))]
 
 
 @pytest.fixture(scope="module")
@@ -174,19 +179,21 @@ def enumerate_keys(tmp_path_factory):
 
 
 def test_sparse_kernel_visits_exactly_the_allowed_keys(enumerate_keys):
-    text = "".join(f"{n} {PATTERNS.index(p)} {w} {r} {t} {b} {c}\n" for n, p, w, r, t, b, c in _ENUM_CASES)
+    text = "".join(f"{n} {PATTERNS.index(p)} {w} {r} {t} {b} {c} {lb} {la}\n"
+                   for n, p, w, r, t, b, c, lb, la in _ENUM_CASES)
     lines = subprocess.run([str(enumerate_keys)], input=text, capture_output=True, text=True, check=True,
                            timeout=120).stdout.splitlines()
     assert len(lines) == sum(case[0] for case in _ENUM_CASES)
     at = 0
-    for n, pattern, window, dilation, stride, block, causal in _ENUM_CASES:
+    for n, pattern, window, dilation, stride, block, causal, back, ahead in _ENUM_CASES:
         pos = torch.arange(n)
         mask = allowed(pos[:, None], pos[None, :], pattern=pattern, window=window, dilation=dilation, stride=stride,
-                       block=block, causal=bool(causal))
+                       block=block, causal=bool(causal), look_back=back, look_ahead=ahead)
         for i in range(n):
             keys = [int(j) for j in lines[at + i].split()]
             want = torch.nonzero(mask[i]).flatten().tolist()
             assert len(keys) == len(set(keys)), ("a key visited twice", pattern, n, i, keys)
             assert sorted(keys) == want, (pattern, dict(n=n, window=window, dilation=dilation, stride=stride,
-                                                        block=block, causal=causal), i, keys, want)
+                                                        block=block, causal=causal, look_back=back,
+                                                        look_ahead=ahead), i, keys, want)
         at += n

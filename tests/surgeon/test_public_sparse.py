@@ -2,9 +2,10 @@
 
 local-attention 1.11.2's `LocalAttention` buckets the sequence (autopad), concatenates each bucket with
 its neighbours and masks with −finfo.max: its scores are never N×N. Where its key set is a
-SparseAttention pattern (exact_windowsize, or look_backward 0) it is fused; the bucket-aligned window
-(a query's keys depend on its place in its bucket) and non-causal autopad (the zero keys padded past
-the end are attended) are not SparseAttention and are left alone. Plain-torch N×N masks: sliding
+SparseAttention pattern it is fused: exact_windowsize is a local window, the default bucket-aligned
+window (a query's keys depend on its place in its bucket) is a block pattern with look_back.
+Non-causal autopad (the zero keys padded past the end are attended) is not SparseAttention and is
+left alone. Plain-torch N×N masks: sliding
 window, dilated, strided, with −inf, −finfo.max and bool masks; a plain causal mask is handed back.
 
 Tolerance: ONNX Runtime outputs within 1e-4 of the largest output (helpers.public.RTOL): float32
@@ -103,8 +104,10 @@ LOCAL = [
     (lambda: Local(window_size=4, causal=True, exact_windowsize=True), {"pattern": "local", "window": 5, "causal": 1}),
     (lambda: Local(window_size=8, causal=False, look_forward=0, exact_windowsize=True),
      {"pattern": "local", "window": 9, "causal": 1}),
-    # the bucket-aligned window: a query r places into its bucket sees w + r keys back
-    (lambda: Local(window_size=8, causal=True), "windows_are_sparse_pattern"),
+    # the package's default, the bucket-aligned window: a query r places into its bucket sees w·lb + r keys back
+    (lambda: Local(window_size=8, causal=True), {"pattern": "block", "block": 8, "causal": 1, "look_back": 1}),
+    (lambda: Local(window_size=4, causal=True, look_backward=2),
+     {"pattern": "block", "block": 4, "causal": 1, "look_back": 2, "look_ahead": 0}),
     # non-causal autopad attends to the zero keys padded past the sequence end
     (lambda: Local(window_size=4, causal=False, look_forward=1), "windows_are_sparse_pattern"),
 ]
@@ -152,15 +155,21 @@ def test_modules_equal_the_sparse_reference(make, want):
                                                                  scale=_scale_of(module))[0])
 
 
-def test_bucket_aligned_window_is_no_sparse_pattern():
-    """Why the bucket-aligned window is left alone: at a length it matches no local window, causal or not."""
-    module = Local(window_size=8, causal=True).double()
-    q, k, v = (x.double() for x in _qkv(37, seed=1))
-    y = module(q, k, v)
-    for window in range(1, 18):
-        for causal in (True, False):
-            ref = sparse_reference(q, k, v, **{**BASE, "window": window, "causal": causal}, scale=D ** -0.5)[0]
-            assert not torch.allclose(y, ref, atol=1e-6)
+def test_non_causal_autopad_is_no_sparse_pattern():
+    """Why non-causal autopad is left alone: at a length the window does not divide it matches no local or block
+    pattern (it attends to the zero keys padded past the end), though at one it divides it is block look-around."""
+    from attnx.surgeon.fuse_local_windows import PATTERN_DEFAULTS, _candidates
+
+    module = Local(window_size=4, causal=False, look_forward=1).double()
+
+    def matches(n):
+        q, k, v = (x.double() for x in _qkv(n, seed=1))
+        y = module(q, k, v)
+        return [c for c in _candidates(4, 12) if torch.allclose(
+            y, sparse_reference(q, k, v, **{**PATTERN_DEFAULTS, **c}, scale=D ** -0.5)[0], atol=1e-6)]
+
+    assert matches(37) == []
+    assert matches(36) == [{"pattern": "block", "block": 4, "causal": False, "look_back": 1, "look_ahead": 1}]
 
 
 @pytest.mark.parametrize("group", list(GROUPS))

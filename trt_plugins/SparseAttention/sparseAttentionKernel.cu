@@ -5,7 +5,7 @@
 // walks four keys at a time: four dot products reduced across the warp together, then one online
 // softmax step (running maximum, running sum, float32 accumulator) over the four value rows. No
 // disallowed key is read, so the cost per query is its number of allowed keys: at most 2w+1 (local,
-// dilated), b (block), 2w+1 + N/t (strided). A block holds 8 neighbouring queries of one (b, h),
+// dilated), (1 + a + c)·b (block), 2w+1 + N/t (strided). A block holds 8 neighbouring queries of one (b, h),
 // whose key sets overlap, so most key and value rows come from L1/L2.
 #include "sparseAttentionKernel.h"
 
@@ -29,6 +29,7 @@ using attnx::SparseAttentionParams;
 using attnx::toFloat;
 
 __host__ __device__ __forceinline__ int64_t minI64(int64_t a, int64_t b) { return a < b ? a : b; }
+__host__ __device__ __forceinline__ int64_t maxI64(int64_t a, int64_t b) { return a > b ? a : b; }
 
 // The validated attributes, passed by value to the kernel.
 struct Pattern
@@ -39,6 +40,8 @@ struct Pattern
     int stride;
     int block;
     int causal;
+    int lookBack;
+    int lookAhead;
 };
 
 // Key positions first, first + step, ..., first + (count - 1)·step.
@@ -56,9 +59,10 @@ __host__ __device__ int allowedKeys(int64_t i, int64_t N, Pattern const& p, Prog
 {
     if (p.kind == SparseAttentionParams::kPatternBlock)
     {
-        // ⌊i/b⌋ = ⌊j/b⌋; causal: and j <= i
-        const int64_t lo = i / p.block * p.block;
-        const int64_t hi = p.causal ? i : minI64(lo + p.block, N) - 1;
+        // ⌊i/b⌋ − lookBack <= ⌊j/b⌋ <= ⌊i/b⌋ + lookAhead; causal: and j <= i
+        const int64_t tile = i / p.block;
+        const int64_t lo = maxI64(0, (tile - p.lookBack) * p.block);
+        const int64_t hi = p.causal ? i : minI64((tile + p.lookAhead + 1) * p.block, N) - 1;
         out[0] = {lo, 1, hi - lo + 1};
         return 1;
     }
@@ -217,7 +221,7 @@ int launch(const void* q, const void* k, const void* v, void* y, int64_t rows, i
 
 extern "C" int attnx_sparse_attention_forward(const void* q, const void* k, const void* v, void* y, int64_t B,
     int64_t H, int64_t N, int64_t D, int64_t E, int32_t pattern, int32_t window, int32_t dilation, int32_t stride,
-    int32_t block, int32_t causal, float scale, int32_t dtype, void* stream)
+    int32_t block, int32_t causal, float scale, int32_t look_back, int32_t look_ahead, int32_t dtype, void* stream)
 {
     if (B < 1 || H < 1 || N < 1 || D < 1 || E < 1)
         return ATTNX_ERR_SHAPE;
@@ -227,9 +231,9 @@ extern "C" int attnx_sparse_attention_forward(const void* q, const void* k, cons
     if (B > 0x7fffffffLL || H > 0x7fffffffLL || N > 0x7fffffffLL || B * H > 0x7fffffffLL
         || (B * H * N + kWarps - 1) / kWarps > 0x7fffffffLL)
         return ATTNX_ERR_SHAPE;
-    if (!SparseAttentionParams{pattern, window, dilation, stride, block, causal, scale}.valid())
+    if (!SparseAttentionParams{pattern, window, dilation, stride, block, causal, scale, look_back, look_ahead}.valid())
         return ATTNX_ERR_ATTRIBUTE;
-    const Pattern p{pattern, window, dilation, stride, block, causal};
+    const Pattern p{pattern, window, dilation, stride, block, causal, look_back, look_ahead};
     const float s = scale > 0.f ? scale : float(1.0 / std::sqrt(double(D)));
     cudaStream_t st = static_cast<cudaStream_t>(stream);
     const int d = int(D);

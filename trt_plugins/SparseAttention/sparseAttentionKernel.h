@@ -21,7 +21,7 @@ extern "C" {
 // Asynchronous on `stream` (a cudaStream_t).
 ATTNX_API int attnx_sparse_attention_forward(const void* q, const void* k, const void* v, void* y, int64_t B,
     int64_t H, int64_t N, int64_t D, int64_t E, int32_t pattern, int32_t window, int32_t dilation, int32_t stride,
-    int32_t block, int32_t causal, float scale, int32_t dtype, void* stream);
+    int32_t block, int32_t causal, float scale, int32_t look_back, int32_t look_ahead, int32_t dtype, void* stream);
 
 #ifdef __cplusplus
 }

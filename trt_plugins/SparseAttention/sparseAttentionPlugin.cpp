@@ -43,7 +43,8 @@ int32_t SparseAttentionPlugin::enqueue(PluginTensorDesc const* inputDesc, Plugin
         return -1;
     int32_t const status = attnx_sparse_attention_forward(inputs[Io::kQ], inputs[Io::kK], inputs[Io::kV],
         outputs[Io::kY], q.d[0], q.d[1], q.d[2], q.d[3], dims[Io::kV].d[3], mParams.pattern, mParams.window,
-        mParams.dilation, mParams.stride, mParams.block, mParams.causal, mParams.scale,
+        mParams.dilation, mParams.stride, mParams.block, mParams.causal, mParams.scale, mParams.lookBack,
+        mParams.lookAhead,
         kernelDtype(inputDesc[Io::kQ].type), static_cast<void*>(stream));
     return kernelResult(status, inputDesc, Io::kNbInputs);
 }

@@ -10,11 +10,13 @@ from __future__ import annotations
 import torch
 
 
-def allowed(i: torch.Tensor, j: torch.Tensor, *, pattern, window, dilation, stride, block, causal) -> torch.Tensor:
+def allowed(i: torch.Tensor, j: torch.Tensor, *, pattern, window, dilation, stride, block, causal, look_back=0,
+            look_ahead=0) -> torch.Tensor:
     """The mask: True where query i may attend to key j (broadcasting integer tensors)."""
     d = i - j
     if pattern == "block":
-        keep = torch.div(i, block, rounding_mode="floor") == torch.div(j, block, rounding_mode="floor")
+        ti, tj = torch.div(i, block, rounding_mode="floor"), torch.div(j, block, rounding_mode="floor")
+        keep = (tj >= ti - look_back) & (tj <= ti + look_ahead)
         return keep & (d >= 0) if causal else keep
     r = dilation if pattern == "dilated" else 1
     near = (d >= 0) & (d < window * r) if causal else d.abs() <= window * r
@@ -26,14 +28,14 @@ def allowed(i: torch.Tensor, j: torch.Tensor, *, pattern, window, dilation, stri
     return near | (far & (d >= 0) if causal else far)
 
 
-def reference(q, k, v, *, pattern, window, dilation, stride, block, causal, scale):
+def reference(q, k, v, *, pattern, window, dilation, stride, block, causal, scale, look_back=0, look_ahead=0):
     """Float64 definition: dense softmax under the mask. q, k [B, H, N, D], v [B, H, N, E] → (y,)."""
     q, k, v = q.double(), k.double(), v.double()
     n = q.shape[2]
     s = scale or q.shape[-1] ** -0.5
     pos = torch.arange(n)
     mask = allowed(pos[:, None], pos[None, :], pattern=pattern, window=window, dilation=dilation,
-                   stride=stride, block=block, causal=causal)
+                   stride=stride, block=block, causal=causal, look_back=look_back, look_ahead=look_ahead)
     scores = torch.einsum("bhnd,bhmd->bhnm", q, k) * s
     return (torch.softmax(scores.masked_fill(~mask, float("-inf")), -1) @ v,)
 
@@ -46,7 +48,8 @@ def window_offsets(attrs) -> list[int]:
     return [t * r for t in steps]
 
 
-def allowed_keys(i: int, n: int, *, pattern, window, dilation, stride, block, causal) -> set[int]:
+def allowed_keys(i: int, n: int, *, pattern, window, dilation, stride, block, causal, look_back=0,
+                 look_ahead=0) -> set[int]:
     """The allowed set A(i) of query i among n keys, spelled out from VARIANTS.md one key at a time."""
     keys = set()
     for j in range(n):
@@ -60,7 +63,7 @@ def allowed_keys(i: int, n: int, *, pattern, window, dilation, stride, block, ca
         elif pattern == "strided":
             ok = (d < window if causal else abs(d) <= window) or d % stride == 0
         else:
-            ok = i // block == j // block
+            ok = i // block - look_back <= j // block <= i // block + look_ahead
         if ok:
             keys.add(j)
     return keys
@@ -79,7 +82,7 @@ def naive_rowwise_sparse_attn(q, k, v, *, scale, **pattern):
     return y
 
 
-def recurrent_step(q, k, v, *, pattern, window, dilation, stride, block, causal, scale):
+def recurrent_step(q, k, v, *, pattern, window, dilation, stride, block, causal, scale, look_back=0, look_ahead=0):
     """One causal token: q [B, H, 1, D], the newest position, over the cached keys k [B, H, T, D] and
     values v [B, H, T, E], its own last → y [B, H, 1, E], in the inputs' dtype. A `local` cache holds
     just the window, every key of it allowed; any other pattern's holds every position 0..T−1."""
@@ -87,6 +90,6 @@ def recurrent_step(q, k, v, *, pattern, window, dilation, stride, block, causal,
     if pattern != "local":
         j = torch.arange(k.shape[2], device=k.device)
         keep = allowed(j[-1:], j, pattern=pattern, window=window, dilation=dilation, stride=stride, block=block,
-                       causal=causal)
+                       causal=causal, look_back=look_back, look_ahead=look_ahead)
         scores = scores.masked_fill(~keep, float("-inf"))
     return torch.softmax(scores, -1) @ v

@@ -35,18 +35,30 @@ def _block(b, q, k, v, n, attrs):
     c = b.const([size])
     pad = b.Mod(b.Sub(c, b.Mod(n, c)), c)
 
+    back, ahead = attrs["look_back"], attrs["look_ahead"]
+
     def tiles(x):  # [B, H, N, D] → [B, H, N/b, b, D]
         x = _pad_seq(b, x, pad)
         return b.Reshape(x, b.Concat(b.Shape(x, end=2), b.const([-1, size]), b.Shape(x, start=3), axis=0))
 
-    qt, kt, vt = tiles(q), tiles(k), tiles(v)
-    scores = b.MatMul(qt, b.Transpose(kt, perm=[0, 1, 2, 4, 3]))              # [B, H, N/b, b, b]
+    def around(x):  # [B, H, T, b, D] → [B, H, T, (1 + back + ahead)·b, D], each tile beside its neighbours
+        if not back and not ahead:
+            return x
+        padded = b.Pad(x, b.const([0, 0, back, 0, 0, 0, 0, ahead, 0, 0]))
+        last = np.iinfo(np.int64).max
+        shifted = [b.Slice(padded, b.const([o]), b.const([o - back - ahead if o < back + ahead else last]),
+                           b.const([2])) for o in range(back + ahead + 1)]
+        return b.Concat(*shifted, axis=3) if len(shifted) > 1 else shifted[0]
+
+    qt, kt, vt = tiles(q), around(tiles(k)), around(tiles(v))
+    scores = b.MatMul(qt, b.Transpose(kt, perm=[0, 1, 2, 4, 3]))              # [B, H, N/b, b, L]
     n_pad = b.Add(n, pad)
-    key_pos = b.Reshape(b.Range(b.const(0), b.Squeeze(n_pad), b.const(1)), b.const([-1, 1, size]))
-    keep = b.Less(key_pos, n)                                                  # [N/b, 1, b]: real keys
+    starts = b.Reshape(b.Range(b.const(0), b.Squeeze(n_pad), b.const(size)), b.const([-1, 1, 1]))  # [T, 1, 1]
+    key_pos = b.Add(starts, b.const(list(range(-back * size, (ahead + 1) * size))))              # [T, 1, L]
+    keep = b.And(b.GreaterOrEqual(key_pos, b.const(0)), b.Less(key_pos, n))  # real keys
     if attrs["causal"]:
-        inside = b.Range(b.const(0), b.const(size), b.const(1))
-        keep = b.And(keep, b.GreaterOrEqual(b.Unsqueeze(inside, b.const([1])), inside))  # [b, b]: j <= i
+        query_pos = b.Add(starts, b.const([[i] for i in range(size)]))        # [T, b, 1]
+        keep = b.And(keep, b.LessOrEqual(key_pos, query_pos))                  # j <= i
     probs = b.Softmax(b.Where(keep, scores, _f32(b, -np.inf)), axis=-1)
     y = b.MatMul(probs, vt)                                                    # [B, H, N/b, b, E]
     y = b.Reshape(y, b.Concat(b.Shape(y, end=2), b.const([-1]), b.Shape(y, start=4), axis=0))

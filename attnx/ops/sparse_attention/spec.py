@@ -5,13 +5,15 @@ The mask is the definition. With d = i − j (query i, key j, both in [0, N)):
 - local:   |d| ≤ w;               causal: 0 ≤ d < w (w keys, the query's own included)
 - dilated: d mod r = 0, |d| ≤ w·r; causal: d mod r = 0, 0 ≤ d < w·r (dilation 1 is local)
 - strided: local(w) ∪ {d mod t = 0}; causal: both parts with d ≥ 0
-- block:   ⌊i/b⌋ = ⌊j/b⌋;          causal: and d ≥ 0 (TransNormer's DiagAttention)
+- block:   ⌊i/b⌋ − a ≤ ⌊j/b⌋ ≤ ⌊i/b⌋ + c, a = look_back, c = look_ahead tiles; causal: and
+           d ≥ 0. a = c = 0 (the default) is the query's own tile, TransNormer's DiagAttention;
+           a ≥ 1 is local-attention's bucketed window (buckets of b, look-back / look-ahead)
 
 Every pattern holds j = i, so no row is empty. `scale` 0 means 1/√D. Keys and values have
 the queries' length. The function body touches only allowed keys: local and dilated gather
 a window of keys per query ([B, H, N, L, D], L = 2w+1 or w); strided adds, per residue
 mod t, the [N/t, N/t] products of queries and keys of that residue; block works on
-[N/b, b, b] tiles. No tensor has two axes of length N.
+[N/b, b, (1 + a + c)·b] tiles, each tile beside its neighbours. No tensor has two axes of length N.
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ SPEC = OpSpec(
         Attr("block", int, 64, "block: tile length b", low=1, high=4096),
         Attr("causal", bool, False, "keys j <= i only"),
         Attr("scale", float, 0.0, "multiplies q·k; 0 means 1/sqrt(D)", low=0.0),
+        Attr("look_back", int, 0, "block: also the tiles this many before the query's own", low=0, high=4096),
+        Attr("look_ahead", int, 0, "block: also the tiles this many after the query's own", low=0, high=4096),
     ),
     reference=reference,
     body=function_body,

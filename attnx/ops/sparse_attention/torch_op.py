@@ -13,7 +13,16 @@ from attnx.ops.torch_common import accumulation_dtype, check_qkv, pad_to
 torch.library.define("attnx::sparse_attention", SPEC.torch_schema())
 
 
-def window_sparse_attn(q, k, v, *, pattern, window, dilation, stride, block, causal, scale):
+def _around(x, look_back, look_ahead):
+    """[B, H, T, b, D] tiles → [B, H, T, (1 + a + c)·b, D]: each tile beside the a before it and the c after it
+    (zeros past either end), in position order."""
+    t = x.shape[2]
+    padded = torch.nn.functional.pad(x, (0, 0, 0, 0, look_back, look_ahead))
+    return torch.cat([padded[:, :, o:o + t] for o in range(look_back + look_ahead + 1)], dim=3)
+
+
+def window_sparse_attn(q, k, v, *, pattern, window, dilation, stride, block, causal, scale, look_back=0,
+                       look_ahead=0):
     """The fast eager path, same algorithm as the ONNX body: only allowed keys are touched."""
     acc = accumulation_dtype(q)
     attrs = dict(pattern=pattern, window=window, dilation=dilation, stride=stride, block=block, causal=causal)
@@ -21,10 +30,13 @@ def window_sparse_attn(q, k, v, *, pattern, window, dilation, stride, block, cau
     n = q.shape[2]
     if pattern == "block":
         qt, kt, vt = (pad_to(x, block).unflatten(2, (-1, block)) for x in (q, k, v))
-        pos = torch.arange(qt.shape[2] * block, device=q.device).view(-1, 1, block)
-        keep = pos < n                                                         # [N/b, 1, b]
+        kt, vt = _around(kt, look_back, look_ahead), _around(vt, look_back, look_ahead)
+        tiles = torch.arange(qt.shape[2], device=q.device).view(-1, 1, 1) * block
+        slots = torch.arange(-look_back * block, (look_ahead + 1) * block, device=q.device)
+        key_pos = tiles + slots                                                # [N/b, 1, L]
+        keep = (key_pos >= 0) & (key_pos < n)
         if causal:
-            keep = keep & torch.ones(block, block, dtype=torch.bool, device=q.device).tril()
+            keep = keep & (key_pos <= tiles + torch.arange(block, device=q.device).view(-1, 1))  # j <= i
         scores = (qt @ kt.transpose(-1, -2)).masked_fill(~keep, float("-inf"))
         return (torch.softmax(scores, -1) @ vt).flatten(2, 3)[:, :, :n]
     offsets = torch.tensor(window_offsets(attrs), device=q.device)

@@ -20,11 +20,15 @@ from helpers.onnx_node import one_node_session
 # windows, dilations, strides and blocks chosen so no length below is a multiple of any of them
 CASES = [dict(pattern=p, causal=c, window=3, dilation=2, stride=5, block=7)
          for p in sa.PATTERNS for c in (False, True)]
+# blocks beside their neighbours (local-attention's buckets): look_back a, look_ahead c tiles
+CASES += [dict(pattern="block", causal=c, window=3, dilation=2, stride=5, block=4, look_back=a, look_ahead=b)
+          for c in (False, True) for a, b in ((1, 0), (0, 1), (2, 1))]
 LENGTHS = (1, 13, 37, 130)
 
 
 def case_id(attrs):
-    return f"{attrs['pattern']}-{'causal' if attrs['causal'] else 'full'}"
+    around = f"-{attrs['look_back']}-{attrs['look_ahead']}" if "look_back" in attrs else ""
+    return f"{attrs['pattern']}{around}-{'causal' if attrs['causal'] else 'full'}"
 
 
 def qkv(rng, n, d=8, e=6):
@@ -72,6 +76,14 @@ def test_causal_rows_equal_runs_on_each_prefix(attrs, rng):
     for i in range(17):
         prefix = sa.window_sparse_attn(*(x[:, :, :i + 1].double() for x in (q, k, v)), **attrs)
         torch.testing.assert_close(prefix[:, :, -1], full[:, :, i], rtol=1e-12, atol=1e-12)
+
+
+def test_each_neighbouring_tile_changes_the_result(rng):
+    """look_back and look_ahead must matter, each tile of them (the cases above would pass for any mask)."""
+    q, k, v = qkv(rng, 37)
+    ys = [sa.reference(q, k, v, **sa.SPEC.resolve(dict(pattern="block", block=4, look_back=a, look_ahead=b)))[0]
+          for a, b in ((0, 0), (1, 0), (2, 0), (1, 1))]
+    assert all((x - y).abs().max() > 1e-2 for i, x in enumerate(ys) for y in ys[i + 1:])
 
 
 def test_a_wider_window_changes_the_result(rng):
