@@ -148,8 +148,14 @@ def run(args) -> int:
     status = say_standard(standard, "attnx optimize")
     if args.target in ("trt", "ort-trt"):
         print(_lowering_line(args.target, version, why, optimized, final))
-    ratio = f" ({before / after:.1f}x fewer)" if after and before != after else (" (unchanged)" if before == after
-                                                                                  else "")
+    if before == after:
+        ratio = " (unchanged)"
+    elif after and before > after:
+        ratio = f" ({before / after:.1f}x fewer)"
+    elif before:
+        ratio = f" ({after / before:.1f}x more)"  # e.g. a product of unknown shape before, counted once fused
+    else:
+        ratio = ""
     line = f"MatMul/Einsum FLOPs at N = {args.flops_seq_len}, batch 1: {before:.3g} → {after:.3g}{ratio}"
     if uncounted:
         line += f"; not counted: {', '.join(uncounted)} (no body to count)"
