@@ -103,7 +103,7 @@ def _local_attention(n):
 
     la = _need("local_attention", "local-attention")
     d = DIM // HEADS
-    module = la.LocalAttention(window_size=16, causal=True, look_backward=1, autopad=True, dim=d)
+    module = la.LocalAttention(window_size=16, causal=True, look_backward=1, autopad=True)
 
     class Local(torch.nn.Module):
         def __init__(self):
