@@ -18,11 +18,12 @@ axis 0 → 2 and the others → the length.
 
 The graph after the pass is run twice. Once as it will be deployed: ONNX Runtime, attnx nodes
 through their local functions and standard Attention / RotaryEmbedding through its kernels, in
-float32. Once against the definitions (`_Float64`): onnx's reference evaluator, every attnx node
-computed by its op's float64 reference (`OpSpec.reference`, the ops' naive.py) and rounded to the
-node's float32 output, every standard node by onnx's own reference implementation. Both must agree with the replaced sub-graph; the first catches a function
-body that differs from its op, the second a rewrite whose op (attributes, operand order) differs
-from what it replaced even where the body would hide it.
+float32. Once from the definitions (`_definitions`): onnx's reference evaluator, every attnx
+node computed by its op's float64 reference (`OpSpec.reference`, the ops' naive.py) and rounded
+to the node's float32 output, every standard node by onnx's own reference implementation. Both
+must agree with the replaced sub-graph: the first checks what will run, the second that the
+fused op as defined computes what was replaced (a function body that agreed with a wrong rewrite
+would pass the first alone).
 
 Tolerance: max |after − before| ≤ RTOL · max(1, max |before|) + ATOL + S with RTOL = 1e-4,
 ATOL = 1e-5, and S = max |before(x') − before(x)| for inputs x' = x·(1 + 1e-5·N(0, 1)) (`NUDGE`).
@@ -41,6 +42,7 @@ skipped (`Pass.run(skip=…)`), and the report gives the check `numeric_guard` w
 from __future__ import annotations
 
 import dataclasses
+import functools
 import zlib
 
 import numpy as np
@@ -172,7 +174,8 @@ def _session(model: onnx.ModelProto, outs: list[str], cuts: list[str], dtypes: d
     return list(sub.graph.input)[len(cuts):], session
 
 
-def _float64_ops() -> list[type]:
+@functools.cache
+def _float64_ops() -> tuple[type, ...]:
     """onnx reference-evaluator kernels for the attnx ops: each computes its op's float64 reference and
     rounds the result to the node's float type (the dtype of its first input, as every spec has it), the
     type the rest of the graph reads."""
@@ -181,33 +184,25 @@ def _float64_ops() -> list[type]:
 
     def run(self, *inputs, **_attrs):
         spec, attrs = read_node(self.onnx_node)
-        names = list(self.onnx_node.input)
-        given = iter(inputs)
-        args = [next(given) if i < len(names) and names[i] else None for i in range(len(spec.inputs))]
+        args = [*inputs, *[None] * (len(spec.inputs) - len(inputs))]  # the evaluator passes None for '' inputs
         ys = spec.reference(*[None if a is None else torch.from_numpy(np.asarray(a, np.float64)) for a in args],
                             **attrs)
         return tuple(y.numpy().astype(np.asarray(inputs[0]).dtype) for y in ys)
 
     # op_schema None: the evaluator would otherwise take the schema of a standard op of the same name
     # (ONNX's own LinearAttention) and ask for its attributes
-    return [type(name, (OpRun,), {"op_domain": DOMAIN, "op_schema": None, "_run": run}) for name in REGISTRY]
+    return tuple(type(name, (OpRun,), {"op_domain": DOMAIN, "op_schema": None, "_run": run}) for name in REGISTRY)
 
 
-class _Float64:
-    """The sub-graph after the pass computed from the definitions (module docstring), `run` as an
-    InferenceSession's: onnx's reference evaluator, attnx nodes by `_float64_ops`."""
+def _definitions(model: onnx.ModelProto, outs: list[str], cuts: list[str], dtypes: dict):
+    """A ReferenceEvaluator computing `outs` with `cuts` as inputs from the definitions (module docstring)."""
+    from onnx.reference import ReferenceEvaluator
 
-    def __init__(self, model: onnx.ModelProto, outs: list[str], cuts: list[str], dtypes: dict):
-        from onnx.reference import ReferenceEvaluator
-
-        sub = _submodel(model, outs, cuts, dtypes)
-        keep = [f for f in sub.functions if f.domain != DOMAIN]  # attnx nodes run their references, not bodies
-        del sub.functions[:]
-        sub.functions.extend(keep)
-        self.evaluator = ReferenceEvaluator(sub, new_ops=_float64_ops())
-
-    def run(self, _names, feeds: dict) -> list[np.ndarray]:
-        return self.evaluator.run(None, feeds)
+    sub = _submodel(model, outs, cuts, dtypes)
+    keep = [f for f in sub.functions if f.domain != DOMAIN]  # attnx nodes run their references, not bodies
+    del sub.functions[:]
+    sub.functions.extend(keep)
+    return ReferenceEvaluator(sub, new_ops=list(_float64_ops()))
 
 
 def _fallback_shape(t: gs.Tensor, length: int) -> list[int]:
@@ -298,7 +293,7 @@ def check_region(models: _Models, region: Region) -> Verdict:
     try:
         before_infos, before_session = models.session("before", outs, cuts)
         after_infos, after_session = models.session("after", outs, cuts)
-        definitions = _Float64(models.after_model, outs, cuts, models.dtypes)
+        definitions = _definitions(models.after_model, outs, cuts, models.dtypes)
     except Exception as exc:  # onnx/onnxruntime errors: a region that cannot be built is not kept
         return Verdict(region.anchor, False, f"cannot evaluate the region: {str(exc).splitlines()[0][:200]}")
     worst, rng = {"deployed": 0.0, "float64": 0.0}, np.random.default_rng(zlib.crc32(region.anchor.encode()) + 1)

@@ -48,7 +48,7 @@ def _block(b, q, k, v, n, attrs):
         last = np.iinfo(np.int64).max
         shifted = [b.Slice(padded, b.const([o]), b.const([o - back - ahead if o < back + ahead else last]),
                            b.const([2])) for o in range(back + ahead + 1)]
-        return b.Concat(*shifted, axis=3) if len(shifted) > 1 else shifted[0]
+        return b.Concat(*shifted, axis=3)
 
     qt, kt, vt = tiles(q), around(tiles(k)), around(tiles(v))
     scores = b.MatMul(qt, b.Transpose(kt, perm=[0, 1, 2, 4, 3]))              # [B, H, N/b, b, L]
