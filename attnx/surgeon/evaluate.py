@@ -28,7 +28,7 @@ PROBE_SIZE = 3
 
 def depends_only_on(tensor: gs.Tensor, x, graph: gs.Graph) -> bool:
     """True when every path from a graph input to `tensor` passes through `x` (a tensor, a list
-    of tensors, or None) or a Shape node."""
+    of tensors, or None) or a Shape node (CastLike's target, whose type alone it reads, counts as a Shape)."""
     seen, stack, inputs = set(), [tensor], {id(t) for t in graph.inputs}
     cuts = {id(t) for t in (x if isinstance(x, (list, tuple)) else [x]) if t is not None}
     while stack:
@@ -40,7 +40,7 @@ def depends_only_on(tensor: gs.Tensor, x, graph: gs.Graph) -> bool:
             return False
         node = producer(t)
         if node is not None and node.op != "Shape":
-            stack.extend(node.inputs)
+            stack.extend(node.inputs[:1] if node.op == "CastLike" else node.inputs)
     return True
 
 

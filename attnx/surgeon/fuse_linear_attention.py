@@ -40,7 +40,7 @@ from attnx.surgeon.evaluate import PROBE_SIZE, depends_only_on, evaluate_cut
 from attnx.surgeon.framework import Match, Pass
 from attnx.surgeon.graph import Emitter, constant_value, int_attr, producer, scalar_constant
 from attnx.surgeon.layout import fits
-from attnx.surgeon.readers import plus_constant, shared_feature_map
+from attnx.surgeon.readers import keeps_values, other_input, plus_constant, shared_feature_map
 
 
 # a bucketed key sum is evaluated at these (length, scale of k): lengths 1 and 37 (no multiple of a
@@ -97,6 +97,8 @@ def _key_sum_problem(tensor: gs.Tensor, form: LinearForm) -> str | None:
     """Why `tensor` is not Σ_m k (a ReduceSum over the key axis) or, for a causal form, k's inclusive
     forward CumSum over the tokens; None when it is."""
     node, k = producer(tensor), form.k
+    while node is not None and keeps_values(node):  # `.type_as(q)` on the key sum
+        tensor, node = node.inputs[0], producer(node.inputs[0])
     want = "CumSum" if form.causal else "ReduceSum"
     if node is None or node.op not in ("CumSum", "ReduceSum"):
         return f"z = {tensor.name} is {'a graph input' if node is None else 'a ' + node.op}, not a {want} of k"
@@ -241,15 +243,28 @@ def _three_operand(node: gs.Node) -> tuple[Contraction, gs.Tensor, str] | None:
         return None
     terms, out = read
     for i, t in enumerate(node.inputs):
-        rec = producer(t)
-        one = rec is not None and rec.op == "Div" and scalar_constant(rec.inputs[0]) == 1.0
-        if rec is None or not (rec.op == "Reciprocal" or one) or not set(terms[i]) < set(out):
+        den = _one_over(t)
+        if den is None or not set(terms[i]) < set(out):
             continue
         (ia, a), (ib, b) = [(j, x) for j, x in enumerate(node.inputs) if j != i]
         if any(len(set(terms[j])) != len(terms[j]) for j in (ia, ib)):
             return None
         p = Contraction(node, Operand(a, terms[ia]), Operand(b, terms[ib]), out)
-        return p, rec.inputs[-1], terms[i]
+        return p, den, terms[i]
+    return None
+
+
+def _one_over(t: gs.Tensor) -> gs.Tensor | None:
+    """x when t is 1/x: Reciprocal(x), Div(1, x), or either times the constant 1 (TorchScript and
+    optimize=False exports write `1. / x` as Reciprocal then Mul by 1); None otherwise."""
+    node = producer(t)
+    if node is not None and node.op == "Mul" and len(node.inputs) == 2:
+        ones = [x for x in node.inputs if scalar_constant(x) == 1.0]
+        node = producer(other_input(node, ones[0])) if ones else None
+    if node is None:
+        return None
+    if node.op == "Reciprocal" or (node.op == "Div" and scalar_constant(node.inputs[0]) == 1.0):
+        return node.inputs[-1]
     return None
 
 

@@ -35,7 +35,7 @@ from attnx.surgeon.contraction import Operand, read_contraction
 from attnx.surgeon.evaluate import depends_only_on, evaluate_from, probe_for
 from attnx.surgeon.framework import Match, Pass
 from attnx.surgeon.graph import Emitter, constant_value, producer, scalar_constant, take_over
-from attnx.surgeon.readers import constant_factor, other_input
+from attnx.surgeon.readers import lengths_scalar, other_input, scale_factor
 from attnx.surgeon.shapes import fmt
 
 SPEC = get_spec("PerformerFeatures")
@@ -75,9 +75,11 @@ def _projection(exp: gs.Node):
 def _constant_matrix(w: Operand) -> tuple[np.ndarray, str] | None:
     """(W, the labels of its two axes) when `w` is a constant two-axis matrix, also one broadcast over
     leading axes on its way to the product: an Expand (einops `repeat(W, 'j d -> b h j d')`), a
-    Tile or Unsqueeze over leading axes only, or a constant folded with equal leading slices."""
+    Tile or Unsqueeze over leading axes only, or a constant folded with equal leading slices; a Cast
+    or CastLike to a float type on the way (`.type_as(data)`) rounds W to that type."""
     tensor, labels = w.tensor, w.labels
-    while (node := producer(tensor)) is not None and node.op in ("Expand", "Tile", "Unsqueeze", "Identity"):
+    while (node := producer(tensor)) is not None and node.op in ("Expand", "Tile", "Unsqueeze", "Identity",
+                                                                 "Cast", "CastLike"):
         r = len(tensor.shape or [])
         if node.op == "Unsqueeze":
             axes = constant_value(node.inputs[1]) if len(node.inputs) > 1 else node.attrs.get("axes")
@@ -91,6 +93,11 @@ def _constant_matrix(w: Operand) -> tuple[np.ndarray, str] | None:
     value = constant_value(tensor)
     if value is None or value.ndim < 2 or len(labels) < 2:
         return None
+    if tensor is not w.tensor:  # the casts on the way: W as the contraction reads it
+        dtype = np.dtype(w.tensor.dtype) if w.tensor.dtype is not None else value.dtype
+        if dtype.kind != "f":
+            return None
+        value = value.astype(dtype)
     want = list(w.tensor.shape or [])[-2:]
     if len(want) == 2 and any(isinstance(a, int) and a != b for a, b in zip(want, value.shape[-2:])):
         return None  # the broadcast also widens the matrix's own axes
@@ -100,23 +107,25 @@ def _constant_matrix(w: Operand) -> tuple[np.ndarray, str] | None:
     return slices[0], labels[-2:]
 
 
-def _raw_x(tensor: gs.Tensor) -> gs.Tensor:
-    """x before scalar-constant scalings (x' = x · D^-¼ in the papers' code)."""
+def _raw_x(graph: gs.Graph, tensor: gs.Tensor) -> gs.Tensor:
+    """x before scalings by a constant or by a scalar computed from shapes (x' = x · D^-¼ in the papers'
+    code; TorchScript and optimize=False exports compute D^-¼ from Shape(x))."""
     while (node := producer(tensor)) is not None:
-        data = [t for t in node.inputs if scalar_constant(t) is None]
-        if len(data) != 1 or constant_factor(node, data[0]) is None:
+        data = [t for t in node.inputs if lengths_scalar(graph, t) is None]
+        if len(data) != 1 or scale_factor(graph, node, data[0]) is None:
             break
         tensor = data[0]
     return tensor
 
 
-def _features_out(exp: gs.Node) -> gs.Tensor:
-    """The Exp's output followed through single-consumer steps with a scalar constant (+ eps, · m^-½)."""
+def _features_out(graph: gs.Graph, exp: gs.Node) -> gs.Tensor:
+    """The Exp's output followed through single-consumer steps with a scalar constant or shape-computed
+    scalar (+ eps, · m^-½)."""
     tensor = exp.outputs[0]
     while len(tensor.outputs) == 1:
         node = tensor.outputs[0]
         plus = node.op == "Add" and len(node.inputs) == 2 and scalar_constant(other_input(node, tensor)) is not None
-        if not plus and constant_factor(node, tensor) is None:
+        if not plus and scale_factor(graph, node, tensor) is None:
             break
         tensor = node.outputs[0]
     return tensor
@@ -212,7 +221,7 @@ class FusePerformerFeatures(Pass):
                            f"W [{w.shape[0]}, {w.shape[1]}] is contracted over its axis of {w.shape[1]}; "
                            f"x's last axis is {fmt(x_features)}"):
             return
-        x, out = _raw_x(x_scaled.tensor), _features_out(exp)
+        x, out = _raw_x(graph, x_scaled.tensor), _features_out(graph, exp)
         of_x = depends_only_on(out, x, graph)
         if not match.check("features_of_x_only", of_x,
                            "the features read graph inputs only through x" if of_x else

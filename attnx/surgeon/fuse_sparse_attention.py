@@ -38,7 +38,7 @@ import torch
 from attnx.ops import get_spec
 from attnx.ops.sparse_attention import allowed
 from attnx.surgeon.attention_pattern import (QuadraticAttention, check_scores_not_reused, find_quadratic,
-                                             softmax_over_keys)
+                                             softmax_index, softmax_over_keys)
 from attnx.surgeon.attnx_node import describe, emit_attention_node, onnx_attrs
 from attnx.surgeon.contraction import Operand
 from attnx.surgeon.evaluate import depends_only_on, shape_only, values_at_lengths
@@ -118,16 +118,17 @@ def _keep(value: np.ndarray, how: str) -> np.ndarray | None:
 
 def _masks(att: QuadraticAttention):
     """[(mask step, (mask, how))] of a softmax attention: every mask step; None when there is none."""
-    if not att.steps or att.steps[-1].op != "Softmax":
+    if softmax_index(att) is None:
         return None
-    masks = [(step, m) for step, tensor in att.step_inputs()[:-1] if (m := _mask_of(step, tensor)) is not None]
+    masks = [(step, m) for step, tensor in att.step_inputs()[:softmax_index(att)]
+             if (m := _mask_of(step, tensor)) is not None]
     return masks or None
 
 
 def _step_scale(att: QuadraticAttention, skip=()) -> tuple[float, list[str]]:
     """(product of the constant scales among the steps before the Softmax, the ops of other steps)."""
     scale, other = 1.0, []
-    for step, tensor in att.step_inputs()[:-1]:
+    for step, tensor in att.step_inputs()[:softmax_index(att)]:
         if any(step is s for s in skip):
             continue
         factor = constant_factor(step, tensor)
@@ -149,7 +150,7 @@ class FuseSparseAttention(Pass):
     def candidates(self, graph: gs.Graph):
         # unmasked softmax attention is fuse-softmax-attention's; a causal triangle is handed back with a reason
         for att in find_quadratic(graph):
-            if not att.steps or att.steps[-1].op != "Softmax":
+            if softmax_index(att) is None:  # Cast, Identity or Dropout may follow the Softmax
                 continue
             if isinstance(att.dim(att.n), int) and (win := find_windowed(graph, att)) is not None:
                 yield att.product.node.name, (att, None, win)

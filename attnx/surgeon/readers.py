@@ -228,11 +228,14 @@ FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto
 
 def keeps_values(step: gs.Node) -> bool:
     """True for a step that leaves float data as it is in inference: Identity, Dropout not in
-    training mode, Cast to a float type."""
+    training mode, Cast or CastLike to a float type."""
     if step.op == "Identity":
         return True
     if step.op == "Cast":
         return int(step.attrs.get("to", 0)) in FLOAT_TYPES
+    if step.op == "CastLike":  # `.type_as(x)`: a Cast to x's type
+        target = step.inputs[1].dtype if len(step.inputs) > 1 else None
+        return target is not None and np.dtype(target).kind == "f"
     if step.op == "Dropout":
         if len(step.inputs) < 3 or not step.inputs[2].name:
             return True

@@ -60,6 +60,27 @@ def test_fast_attention_features_fuse(fast_attention):
     optimize_model(fast_attention, target="trt")  # the trt form is checked by onnx.checker
 
 
+@pytest.mark.parametrize("exporter,opset", [("dynamo-raw", 23), ("torchscript", 17)])
+def test_fast_attention_from_other_exporters_fuses_whole(exporter, opset):
+    """The same FastAttention from optimize=False dynamo (W reaches the einsum through `.type_as`, a
+    CastLike; the key sum too) and from TorchScript at opset 17 (D^-¼ computed from Shape(x); `1. / x`
+    as Reciprocal times 1; the body's ReduceMax takes its axes as an attribute below opset 18)."""
+    torch.manual_seed(0)
+    module = performer.FastAttention(dim_heads=16, nb_features=16, causal=False)
+    axes = {0: "b", 2: "n"}
+    model = export_as(module, [torch.randn(2, 2, 37, 16) for _ in range(3)], exporter, opset,
+                      {0: axes, 1: axes, 2: axes})
+    out, reports = optimize_model(model)
+    assert [d["rewritten"] for d in _details(reports, "fuse-performer-features")] == [True, True]
+    assert [d["rewritten"] for d in _details(reports, "fuse-linear-attention")] == [True], \
+        _details(reports, "fuse-linear-attention")
+    assert _count(out, "PerformerFeatures") == 2 and _count(out, "LinearAttention") == 1
+    assert _count(out, "Exp") == 0 and _count(out, "Einsum") == 0
+    assert_close_outputs(model, out, _feeds(3, lambda n: (2, 2, n, 16)))
+    trt, _ = optimize_model(model, target="trt")
+    assert {n.domain for n in trt.graph.node} <= {"", "trt.plugins"}
+
+
 def test_causal_fast_attention_features_fuse():
     # the causal form loops over 128 chunks in Python, so its export is static; at length 5 (chunks
     # of one token) the features are those of every length

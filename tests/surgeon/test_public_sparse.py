@@ -120,6 +120,8 @@ PLAIN = [
 # export lengths: not a multiple of any window, so that the autopad branch is exported
 GROUPS = {
     "local-dynamo": (LOCAL, "dynamo", 18),
+    # optimize=False: an Identity stands between the Softmax and ·V
+    "local-dynamo-raw": (LOCAL, "dynamo-raw", 18),
     "plain-dynamo": (PLAIN[1:2], "dynamo", 16),
     # one module per export: TorchScript shares one QKᵀ between modules on the same q, k
     **{f"plain-torchscript-{i}": ([case], "torchscript", 16) for i, case in enumerate(PLAIN)},
@@ -200,7 +202,7 @@ def test_fused_or_left_alone_with_reason(group, exported):
     assert_close_outputs(model, out, feeds)
 
 
-@pytest.mark.parametrize("group", ["local-dynamo", "plain-torchscript-1", "plain-torchscript-3"])
+@pytest.mark.parametrize("group", ["local-dynamo", "local-dynamo-raw", "plain-torchscript-1", "plain-torchscript-3"])
 def test_trt_form_is_clean(group, exported):
     cases, _, _ = GROUPS[group]
     out, _ = optimize_model(exported[group], "trt")

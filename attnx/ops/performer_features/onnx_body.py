@@ -16,7 +16,10 @@ def function_body(b: FunctionBuilder, attrs, n_inputs: int, n_outputs: int):
     if attrs["kind"] == "key_fixed":
         c = b.const(attrs["offset"], np.float32)
     else:
-        c = b.ReduceMax(wx, b.const([-1] if attrs["kind"] == "query" else [-2, -1]), keepdims=1)
+        axes = [-1] if attrs["kind"] == "query" else [-2, -1]
+        # ReduceMax takes its axes as an input from opset 18 on, as an attribute before
+        c = (b.ReduceMax(wx, b.const(axes), keepdims=1) if b.opset >= 18 else
+             b.ReduceMax(wx, axes=axes, keepdims=1))
     half_norm = b.Div(b.ReduceSum(b.Mul(x, x), b.const([-1]), keepdims=1), b.const(2.0, np.float32))
     phi = b.Div(b.Exp(b.Sub(b.Sub(wx, half_norm), c)), b.Sqrt(m))
     b.rename(b.CastLike(b.Add(phi, b.const(attrs["eps"], np.float32)), "x"), "features")
