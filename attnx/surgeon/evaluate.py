@@ -20,6 +20,8 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
+from attnx.exporters.functions import attach_local_functions
+from attnx.ops import DOMAIN
 from attnx.surgeon.graph import producer
 
 # every symbolic axis takes this size when a subgraph is run on a probe (symbols stay consistent)
@@ -69,6 +71,8 @@ def _session(graph: gs.Graph, outs, cuts):
     sub.cleanup()
     model = gs.export_onnx(sub, do_type_check=False)
     del model.graph.value_info[:]
+    if any(n.domain == DOMAIN for n in model.graph.node):  # a node an earlier pass fused: run by its body
+        attach_local_functions(model)
     if any(out.dtype is None for out in outs):
         inferred = onnx.shape_inference.infer_shapes(model)
         known = {v.name: v.type for v in [*inferred.graph.value_info, *inferred.graph.output]

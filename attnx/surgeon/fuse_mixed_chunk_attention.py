@@ -55,6 +55,7 @@ FOLD_OPS = {"Reshape", "Slice", "Transpose", "Squeeze", "Unsqueeze", "Identity",
 # lengths that differ, so a division by the unpadded n is told from one by N or by a constant
 PROBES = ((2, lambda g: g + 1), (3, lambda g: 3 * g), (4, lambda g: 3 * g + max(g // 2, 1)))
 PROBE_BATCH = 2
+PROBE_FEATURES = 5  # v's feature axis in the probes when shape inference left it unknown
 RTOL, ATOL = 1e-4, 1e-5
 
 
@@ -156,9 +157,10 @@ def _chunk_tail(t: gs.Tensor) -> list[int] | None:
 
 def _tail_fits(t: gs.Tensor, tail: list[int]) -> bool:
     """t is [B, C, g, E] as far as shape inference knows: an axis it left unknown (TorchScript's Pad
-    with negative pads loses them) is checked when the part is evaluated (`_fit_scale`)."""
+    with negative pads loses them), or None in `tail`, is checked when the part is evaluated
+    (`_fit_scale`)."""
     return (t.shape is not None and len(t.shape) == 4
-            and all(not isinstance(d, int) or d == w for d, w in zip(t.shape[2:], tail)))
+            and all(not isinstance(d, int) or w is None or d == w for d, w in zip(t.shape[2:], tail)))
 
 
 def _linear_part(lq, lk, v, causal: bool, g: int) -> np.ndarray:
@@ -190,7 +192,8 @@ def _identify_across(graph, lin, leaves, v, lengths, causal: bool, g: int):
     rng = np.random.default_rng(0)
     runs = []
     for c, n_of in PROBES:
-        shapes = [[PROBE_BATCH, c, *leaf.shape[2:]] for leaf in (*leaves, v)]
+        shapes = [[PROBE_BATCH, c, *(d if isinstance(d, int) else PROBE_FEATURES for d in leaf.shape[2:])]
+                  for leaf in (*leaves, v)]
         probes = [rng.standard_normal(s).astype(np.float32) for s in shapes]
         got = evaluate_cut(graph, [*leaves, v], [lin, *lengths], probes, n_of(g), PROBE_BATCH)
         if got is None:
@@ -270,7 +273,9 @@ class FuseMixedChunkAttention(Pass):
         leaves, lengths, reached_input = _across_leaves(lin, v, graph)
         # a length read from the quadratic output's shape would feed the node that replaces it
         lengths = [t for t in lengths if not _computed_from(t, quad.outputs[0])]
-        static = [_chunk_tail(t) for t in (qq, v)]
+        # v's E may be left unknown by shape inference (TorchScript's FLASH): g is what must be static; the
+        # probes give such an axis PROBE_FEATURES, and the numeric guard runs the rewrite at real shapes
+        static = [_chunk_tail(qq), _chunk_tail(v) or ([g, None] if _tail_fits(v, [g, None]) else None)]
         ok = (reached_input and len(leaves) == 2 and None not in static
               and all(_chunk_tail(t) == static[0] for t in leaves) and _tail_fits(lin, static[1]))
         if not match.check("across_of_chunked_tensors", ok,

@@ -165,3 +165,26 @@ def test_trt_form_of_flash_is_standard_ops_and_plugins(layer):
     assert {n.domain for n in out.graph.node} <= {"", "trt.plugins"}
     assert [n.op_type for n in out.graph.node if n.domain == "trt.plugins"] == ["MixedChunkAttention"]
     assert not out.functions
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_grouped_flash_from_torchscript_becomes_one_mixed_chunk_attention_node(causal):
+    """TorchScript's export of the FLASH-pytorch spelling: shape inference leaves v's feature axis unknown
+    (the across part is probed with one of its own), and the fold's shape computations read the fused
+    ReluSquaredAttention's output (they are evaluated through its function body)."""
+    import numpy as np
+
+    from helpers.public import assert_close_outputs, export_as
+
+    torch.manual_seed(0)
+    model = export_as(GroupedFLASH(causal), [torch.randn(2, 37, DIM)], "torchscript", 17, {0: {0: "b", 1: "n"}})
+    out, reports = optimize_model(model)
+    report = {r.name: r for r in reports}["fuse-mixed-chunk-attention"]
+    assert report.rewritten == 1, report.details
+    attrs = attrs_of(only_node(out, "attnx", "MixedChunkAttention"))
+    assert (attrs["causal"], attrs["chunk_size"]) == (int(causal), G)
+    rng = np.random.default_rng(0)
+    assert_close_outputs(model, out, [{"x0": rng.standard_normal((2, n, DIM)).astype(np.float32)}
+                                      for n in (1, 7, 37, 300)])
+    trt, _ = optimize_model(model, "trt")
+    assert [n.op_type for n in trt.graph.node if n.domain == "trt.plugins"] == ["MixedChunkAttention"]
