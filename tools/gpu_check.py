@@ -346,25 +346,46 @@ def _mc_draw(rng, dtype, dev, index):
         "causal": causal, "chunk_size": int(rng.choice((1, 7, 64, 128, 256, 1000))),
         "quad_scale": float(rng.choice((0.0, 0.05))), "lin_scale": float(rng.choice((0.0, 0.01)))})
     shape = (B, H, N, S)
-    return {"shape": {"B": B, "H": H, "N": N, "S": S, "E": E}, "attrs": attrs,
-            "inputs": [_randn(dev, shape, dtype) for _ in range(4)] + [_randn(dev, (B, H, N, E), dtype)]}
+    inputs = [_randn(dev, shape, dtype) for _ in range(4)] + [_randn(dev, (B, H, N, E), dtype)]
+    g = attrs["chunk_size"]
+    bias_shape = [(B, H, g, g), (1, 1, g, g), (1, H, 1, g), (B, 1, g, 1), None][int(rng.integers(5))]
+    if bias_shape is not None:  # the in-chunk bias, as FLASH's T5 bias
+        inputs.append(_randn(dev, bias_shape, dtype))
+    return {"shape": {"B": B, "H": H, "N": N, "S": S, "E": E, "bias": bias_shape}, "attrs": attrs, "inputs": inputs}
 
 
-def _mc_forward(lib, qq, qk, lq, lk, v, attrs, dtype, dev):
+def _mc_forward(lib, qq, qk, lq, lk, v, attrs, dtype, dev, bias=None):
     B, H, N, S = qq.shape
     E = v.shape[3]
     y = dev.empty((B, H, N, E), qq.dtype)
     ws_bytes = lib.attnx_mixed_chunk_attention_workspace_size(B, H, N, S, E, int(attrs["causal"]))
     ws = dev.empty((max(ws_bytes, 1),), dev.torch.uint8)
+    bias_dims = tuple(bias.shape) if bias is not None else (1, 1, 1, 1)
     status = lib.attnx_mixed_chunk_attention_forward(
-        qq.data_ptr(), qk.data_ptr(), lq.data_ptr(), lk.data_ptr(), v.data_ptr(), y.data_ptr(), ws.data_ptr(),
-        B, H, N, S, E, *attribute_values(mixed_chunk_attention.SPEC, attrs), _code(dtype), dev.stream())
+        qq.data_ptr(), qk.data_ptr(), lq.data_ptr(), lk.data_ptr(), v.data_ptr(), _ptr(bias), *bias_dims,
+        y.data_ptr(), ws.data_ptr(), B, H, N, S, E, *attribute_values(mixed_chunk_attention.SPEC, attrs),
+        _code(dtype), dev.stream())
     return status, (y,)
 
 
 def _mc_call(lib, case, dtype, dev):
-    status, out = _mc_forward(lib, *case["inputs"], case["attrs"], dtype, dev)
+    qq, qk, lq, lk, v, *bias = case["inputs"]
+    status, out = _mc_forward(lib, qq, qk, lq, lk, v, case["attrs"], dtype, dev, bias[0] if bias else None)
     _check_status(lib, "MixedChunkAttention", status, case)
+    return out
+
+
+def _mc_refusals(lib, dev) -> list[dict]:
+    """Calls the entry point must refuse with a status (and not launch): a bias axis neither 1 nor full in
+    [B, H, g, g]."""
+    attrs = mixed_chunk_attention.SPEC.resolve({"chunk_size": 4})
+    out = []
+    for what, bias_shape in (("bias [1, 1, 4, 3] for g = 4", (1, 1, 4, 3)),
+                             ("bias [1, 1, 5, 5] for g = 4 (N = 5)", (1, 1, 5, 5)),
+                             ("bias [2, 1, 4, 4] for B = 1", (2, 1, 4, 4))):
+        q = dev.tensor(dev.torch.zeros(1, 1, 5, 8))
+        status, _ = _mc_forward(lib, q, q, q, q, q, attrs, "fp32", dev, dev.tensor(dev.torch.zeros(*bias_shape)))
+        out.append({"op": "MixedChunkAttention", "refusal": what, "status": status, "passed": status == 1})
     return out
 
 
@@ -529,7 +550,7 @@ def goals(benches: list[dict]) -> list[dict]:
 KERNELS = [
     Kernel("LinearAttention", _la_draw, _la_call, _la_bench, _la_refusals),
     Kernel("ReluSquaredAttention", _rs_draw, _rs_call, _rs_bench, _rs_refusals),
-    Kernel("MixedChunkAttention", _mc_draw, _mc_call, _mc_bench),
+    Kernel("MixedChunkAttention", _mc_draw, _mc_call, _mc_bench, _mc_refusals),
     Kernel("PerformerFeatures", _pf_draw, _pf_call, _pf_bench, _pf_refusals),
     Kernel("SparseAttention", _sa_draw, _sa_call, _sa_bench, _sa_refusals),
 ]

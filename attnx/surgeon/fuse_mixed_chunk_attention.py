@@ -8,10 +8,17 @@ part [B, C, g, E], and fold the same chain of layout steps (Reshape, Slice, Tran
 both sides: none in the paper's code, the fold back to [B, N, E] and the cut to n where the
 sum is taken after it (lucidrains' FLASH-pytorch).
 Checks:
-  quad_without_bias         the ReluSquaredAttention has no bias input (MixedChunkAttention has none)
   quad_in_chunks            the ReluSquaredAttention has norm none and rank-4 inputs with a
                             static token axis g (→ `chunk_size`); its scale → `quad_scale`, its
                             causal → `causal` (for g = 1, where the two agree, the across part decides)
+  bias_same_in_every_chunk  when the ReluSquaredAttention has a bias [B|1, C|1, g|1, g|1] (a T5 bias
+                            inside the chunk, a padded-key mask carried as one): it is computed from
+                            lengths only, and evaluated at input lengths g+1, 3g and 3g+g/2 every
+                            chunk's bias equals the first chunk's, a value <= -1e4 counting as masked
+                            and equal to any other such (relu² is 0 there either way) → the op's
+                            `bias`, the first chunk's [B|1, 1, g|1, g|1]; a bias 0 everywhere is
+                            dropped. The model's own padding is real to the op (its N is C·g), so a
+                            padded-key mask, which differs in the last chunk, is refused here
   same_fold_both_sides      the other Add input is the same layout chain, step by step (same op,
                             attributes, and extra inputs equal as constants or, at several
                             lengths, as shape computations)
@@ -26,7 +33,7 @@ Checks:
                             positive constant s, divided (or multiplied) by at most one scalar
                             length t read from shapes
 Rewrite: the five chunked tensors reshaped to [B, 1, C·g, S], lin_k divided (multiplied) by t
-when there is one, one MixedChunkAttention (lin_scale s, or 0 when s is the spec's default), its output
+when there is one, the bias's first chunk (Slice of axis 1) when it is kept, one MixedChunkAttention (lin_scale s, or 0 when s is the spec's default), its output
 reshaped to [B, C, g, E] and put through copies of the fold steps in place of the Add: the model's
 own padding and unpadding stay as they were, every tensor but the sum keeps its value (the numeric
 guard compares tensors by name), and Shape nodes that read the quadratic part or its fold steps
@@ -57,6 +64,7 @@ PROBES = ((2, lambda g: g + 1), (3, lambda g: 3 * g), (4, lambda g: 3 * g + max(
 PROBE_BATCH = 2
 PROBE_FEATURES = 5  # v's feature axis in the probes when shape inference left it unknown
 RTOL, ATOL = 1e-4, 1e-5
+MASKED = -1e4  # a bias at or below this is a mask (docs/surgeon.md): relu(s·q·k + b)² is 0 there
 
 
 def _readers(tensor: gs.Tensor) -> list[gs.Node]:
@@ -227,6 +235,39 @@ def _chunk_size(quad: gs.Node, attrs: dict) -> tuple[int | None, str]:
                   f"in {low:g}…{high:g}")
 
 
+def _chunk_bias(graph: gs.Graph, bias: gs.Tensor, g: int) -> tuple[str | None, str]:
+    """("keep" or "drop", what) when `bias` [B|1, C|1, g|1, g|1] is the same in every chunk (and "drop"
+    when it is 0 everywhere), (None, why) when not."""
+    if not shape_only(bias, graph):
+        return None, (f"the in-chunk bias {bias.name} depends on the inputs' values (a key mask given with the "
+                      "input?): MixedChunkAttention's bias is one value per position pair inside the chunk")
+    lengths = [g + 1, 3 * g, 3 * g + max(g // 2, 1)]
+    values = values_at_lengths(graph, bias, lengths)
+    if values is None:
+        return None, f"the in-chunk bias {bias.name} could not be evaluated at input lengths {lengths}"
+    zero = True
+    for n, b in zip(lengths, values):
+        # every position of the C chunks is one the op sums over, the model's padding included (the
+        # numeric guard feeds them random values): a mask on the padding is not the same in every chunk
+        if b.ndim != 4 or any(d not in (1, g) for d in b.shape[2:]):
+            return None, (f"at input length {n} the in-chunk bias {bias.name} is {list(b.shape)}, not "
+                          f"[B|1, C|1, g|1, g|1] with g = {g}")
+        for c in range(b.shape[1]):
+            got, first = b[:, c], b[:, 0]
+            masked = (got <= MASKED) & (first <= MASKED)
+            same = masked | np.isclose(got, first, rtol=1e-6, atol=1e-6)
+            if not same.all():
+                return None, (f"at input length {n} the in-chunk bias {bias.name} of chunk {c} differs from the "
+                              f"first chunk's (by up to {float(np.abs(np.where(masked, 0, got - first)).max()):.3g}): "
+                              "not one bias per position pair inside the chunk (a mask on the model's padded "
+                              "positions differs in the last chunk)")
+            zero = zero and bool(np.all(got == 0))
+    if zero:
+        return "drop", f"its bias {bias.name} is 0 everywhere: dropped"
+    return "keep", (f"its bias {bias.name}, the same in every chunk (evaluated at input lengths "
+                    f"{', '.join(map(str, lengths))}), as the op's in-chunk bias")
+
+
 def _across_found(found, kind: str) -> str | None:
     """In words, what `_identify_across` found; None when it found nothing."""
     if found is None:
@@ -253,12 +294,11 @@ class FuseMixedChunkAttention(Pass):
         g, why = _chunk_size(quad, attrs)
         if not match.check("quad_in_chunks", g is not None, why):
             return
-        has_bias = len([t for t in quad.inputs if t is not None and t.name]) > 3
-        if not match.check("quad_without_bias", not has_bias,
-                           "no bias on the in-chunk scores" if not has_bias else
-                           "the in-chunk relu² adds a bias to its scores (a relative-position bias, or a key "
-                           "mask carried as one); MixedChunkAttention takes none"):
+        bias = quad.inputs[3] if len(quad.inputs) > 3 and quad.inputs[3].name else None
+        keep_bias, why = ("drop", "no bias on the in-chunk scores") if bias is None else _chunk_bias(graph, bias, g)
+        if not match.check("bias_same_in_every_chunk", keep_bias is not None, why):
             return
+        bias = bias if keep_bias == "keep" else None
         lin = _unfold(other_input(add, reached), chain, graph)
         if not match.check("same_fold_both_sides", lin is not None,
                            f"{len(chain)} layout step(s) on both sides of the sum" if lin is not None else
@@ -275,13 +315,15 @@ class FuseMixedChunkAttention(Pass):
         lengths = [t for t in lengths if not _computed_from(t, quad.outputs[0])]
         # v's E may be left unknown by shape inference (TorchScript's FLASH): g is what must be static; the
         # probes give such an axis PROBE_FEATURES, and the numeric guard runs the rewrite at real shapes
-        static = [_chunk_tail(qq), _chunk_tail(v) or ([g, None] if _tail_fits(v, [g, None]) else None)]
+        # (and so may S, TorchScript's FLASH with rotary: both leaves then take PROBE_FEATURES)
+        static = [_chunk_tail(t) or ([g, None] if _tail_fits(t, [g, None]) else None) for t in (qq, v)]
         ok = (reached_input and len(leaves) == 2 and None not in static
-              and all(_chunk_tail(t) == static[0] for t in leaves) and _tail_fits(lin, static[1]))
+              and all(t.shape is not None and len(t.shape) == 4 and t.shape[2] == g and _tail_fits(t, static[0])
+                      for t in leaves) and _tail_fits(lin, static[1]))
         if not match.check("across_of_chunked_tensors", ok,
                            f"the across-chunk part reads v, {leaves[0].name}, {leaves[1].name} and lengths" if ok else
                            f"the across-chunk part {lin.name} does not read only the chunked v, two tensors shaped "
-                           f"like quad_q [B, C, g, S] (S static) and lengths "
+                           f"like quad_q [B, C, g, S] (g static) and lengths "
                            f"(it reads {', '.join(t.name for t in leaves)})"):
             return
         causal = bool(attrs["causal"])
@@ -298,11 +340,12 @@ class FuseMixedChunkAttention(Pass):
         lq, lk, length, s = found
         default = scales(1, causal=causal, chunk_size=g, quad_scale=0.0, lin_scale=0.0)[1] if causal else None
         lin_scale = 0.0 if length is None and default is not None and abs(s - default) <= 1e-6 * default else s
-        match.bound = (f"relu² in chunks of {g} + {what}", quad, chain, add, reached, (qq, qk, lq, lk, v), length,
-                       {"causal": causal, "chunk_size": g, "quad_scale": attrs["scale"], "lin_scale": lin_scale})
+        with_bias = "" if bias is None else f" with the in-chunk bias {bias.name}"
+        match.bound = (f"relu² in chunks of {g}{with_bias} + {what}", quad, chain, add, reached,
+                       (qq, qk, lq, lk, v), bias, length, {"causal": causal, "chunk_size": g, "quad_scale": attrs["scale"], "lin_scale": lin_scale})
 
     def rewrite(self, graph: gs.Graph, match: Match) -> str:
-        what, quad, chain, add, reached, (qq, qk, lq, lk, v), length, attrs = match.bound
+        what, quad, chain, add, reached, (qq, qk, lq, lk, v), bias, length, attrs = match.bound
         emit = Emitter(graph, f"attnx_fuse_mixed_chunk/{add.name}")
         divided = ""
         if length is not None:  # the op's lin_scale is static: a length the model scales by goes into lin_k
@@ -311,6 +354,8 @@ class FuseMixedChunkAttention(Pass):
             divided = f" on lin_k {'/' if power == 1 else '·'} {t.name}"
             lk = emit.op(op, lk, t if t.dtype == lk.dtype else emit.op("CastLike", t, lk))
         flat = [emit.op("Reshape", x, emit.ints([0, 1, -1, 0])) for x in (qq, qk, lq, lk, v)]
+        if bias is not None:  # [B|1, C|1, g|1, g|1] → the first chunk's, [B|1, 1, g|1, g|1]: H is 1
+            flat.append(emit.op("Slice", bias, emit.ints([0]), emit.ints([1]), emit.ints([1])))
         y, resolved = emit_node(emit, SPEC, flat, attrs, quad.outputs[0].dtype)
         # the sum gets the fused value through the model's own fold steps; every other tensor keeps
         # its meaning (the numeric guard compares them by name), so the quadratic part and the

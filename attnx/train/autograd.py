@@ -23,8 +23,8 @@ EAGER = {
         q, k, v, bias, **relu_squared_attention.SPEC.resolve(attrs)).to(q.dtype),
     "attnx::linear_attention": lambda q, k, v, state_s=None, state_z=None, **attrs: chunk_linear_attn(
         q, k, v, state_s, state_z, **linear_attention.SPEC.resolve(attrs)),
-    "attnx::mixed_chunk_attention": lambda quad_q, quad_k, lin_q, lin_k, v, **attrs: chunk_mixed_attn(
-        quad_q, quad_k, lin_q, lin_k, v, **mixed_chunk_attention.SPEC.resolve(attrs)).to(quad_q.dtype),
+    "attnx::mixed_chunk_attention": lambda quad_q, quad_k, lin_q, lin_k, v, bias=None, **attrs: chunk_mixed_attn(
+        quad_q, quad_k, lin_q, lin_k, v, bias, **mixed_chunk_attention.SPEC.resolve(attrs)).to(quad_q.dtype),
 }
 
 

@@ -132,12 +132,13 @@ def test_flash_layer_becomes_one_mixed_chunk_attention_node(layer, causal, rng):
 
 @pytest.mark.parametrize("causal", [False, True])
 def test_flash_with_a_relative_position_bias_keeps_it_in_the_chunks(causal, rng):
-    """MixedChunkAttention takes no bias: the in-chunk relu² with its [g, g] bias becomes a
-    ReluSquaredAttention with the bias, the across-chunk part stays standard ops, outputs unchanged."""
+    """The in-chunk relu²'s [g, g] relative-position bias is the same in every chunk: one
+    MixedChunkAttention with it as the op's in-chunk bias, outputs unchanged."""
     model, out, reports = optimize(GroupedFLASH(causal, rel_pos_bias=RelPosBias(reach=3)))
     (detail,) = reports["fuse-mixed-chunk-attention"].details
-    assert not detail["rewritten"] and detail["why"].startswith("quad_without_bias"), detail
-    assert len(only_node(out, "attnx", "ReluSquaredAttention").input) == 4
+    assert detail["rewritten"] and "with the in-chunk bias" in detail["change"], detail
+    assert len(only_node(out, "attnx", "MixedChunkAttention").input) == 6
+    assert not [n for n in out.graph.node if n.op_type == "ReluSquaredAttention"]
     assert_same_outputs(model, out, SHAPES, AXES, rng, lengths=LENGTHS)
 
 

@@ -8,7 +8,9 @@
 //     so every row sees the chunks before its own (the exclusive prefix).
 // quadKernel then adds the quadratic part with a relu² core: one block per query tile walks only
 // the keys of the chunks its queries lie in (and under causal none past its last query), forms
-// relu(s_q·qkᵀ)² masked to the query's own chunk, adds scores·V in float32 registers, and writes
+// relu(s_q·qkᵀ + b)² masked to the query's own chunk (b the optional in-chunk bias, read in place at
+// the query's and the key's positions inside their chunk, broadcast axes by stride 0), adds scores·V
+// in float32 registers, and writes
 // y = quadratic + lin. float16 and bfloat16 with S and E multiples of 16 up to 128 use the
 // tensor-core core of reluSquaredMma.cuh, the rest the CUDA-core core of reluSquaredTiles.cuh. The
 // short last chunk is what the reference's zero padding computes: padded keys contribute zero to both
@@ -186,6 +188,40 @@ __global__ void __launch_bounds__(kThreads) linKernel(const T* __restrict__ lq, 
     }
 }
 
+// Element strides of a contiguous [b, h, n, m] bias broadcast to [B, H, g, g]: 0 where an axis is 1.
+struct BiasStrides
+{
+    int64_t sb, sh, sn, sm;
+};
+
+BiasStrides biasStrides(int64_t b, int64_t h, int64_t n, int64_t m)
+{
+    return {b == 1 ? 0 : h * n * m, h == 1 ? 0 : n * m, n == 1 ? 0 : m, m == 1 ? 0 : 1};
+}
+
+// The in-chunk bias of one (b, h): for query q0 + r and key `key` of the same chunk, the element at
+// their positions inside the chunk.
+template <typename T>
+struct ChunkBias
+{
+    const T* base;
+    int64_t sn;
+    int64_t sm;
+    int64_t q0;
+    int64_t g;
+    __device__ __forceinline__ float operator()(int r, int64_t key) const
+    {
+        return toFloat(base[((q0 + r) % g) * sn + (key % g) * sm]);
+    }
+};
+
+template <typename T>
+__device__ __forceinline__ ChunkBias<T> chunkBias(const T* bias, BiasStrides bs, int64_t bh, int64_t H, int64_t q0,
+    int64_t g)
+{
+    return {bias + (bh / H) * bs.sb + (bh % H) * bs.sh, bs.sn, bs.sm, q0, g};
+}
+
 // The keys a tile of `rows` queries from q0 needs: those of the chunks its queries lie in, and under
 // causal none past its last query.
 struct KeyRange
@@ -203,13 +239,14 @@ __device__ __forceinline__ KeyRange chunkKeys(int64_t q0, int rows, int64_t g, i
     return {q0 / g * g, end};
 }
 
-// y = relu(s_q·q_i·k_j)² v_j over j in i's chunk (j <= i when causal) + lin_i: the tiled relu² core
-// of reluSquaredTiles.cuh over the keys of the chunks from the tile's first query's to its last
-// query's (causal: none past the last query), masked to each query's own chunk.
-template <typename T, int kCap>
+// y = relu(s_q·q_i·k_j + b)² v_j over j in i's chunk (j <= i when causal) + lin_i: the tiled relu²
+// core of reluSquaredTiles.cuh over the keys of the chunks from the tile's first query's to its last
+// query's (causal: none past the last query), masked to each query's own chunk. kBias: b is read from
+// `bias`; without it the core adds nothing.
+template <typename T, int kCap, bool kBias>
 __global__ void __launch_bounds__(relu2::kThreads) quadKernel(const T* __restrict__ qq, const T* __restrict__ qk,
-    const T* __restrict__ v, const float* __restrict__ lin, T* __restrict__ y, int64_t N, int S, int E, int64_t g,
-    float sq, int causal)
+    const T* __restrict__ v, const T* __restrict__ bias, BiasStrides bs, const float* __restrict__ lin,
+    T* __restrict__ y, int64_t H, int64_t N, int S, int E, int64_t g, float sq, int causal)
 {
     constexpr int kSR = relu2::Tile<kCap>::kSR;
     extern __shared__ float smem[];
@@ -222,12 +259,17 @@ __global__ void __launch_bounds__(relu2::kThreads) quadKernel(const T* __restric
     for (int i = 0; i < kSR; ++i)
         chunkStart[i] = (q0 + ty + 16 * i) / g * g;
     relu2::Accumulator<kCap> acc = {};
-    relu2::accumulateReluSquared<T, kCap>(smem, qq + (tile.bh * N + q0) * S, qk + tile.bh * N * S, v + tile.bh * N * E,
-        tile, S, E, sq, keys.begin, keys.end,
-        [&](int i, int r, int64_t key) {
-            return key >= chunkStart[i] && key < chunkStart[i] + g && (!causal || key <= q0 + r);
-        },
-        acc);
+    auto keep = [&](int i, int r, int64_t key) {
+        return key >= chunkStart[i] && key < chunkStart[i] + g && (!causal || key <= q0 + r);
+    };
+    const T* qb = qq + (tile.bh * N + q0) * S;
+    const T* kb = qk + tile.bh * N * S;
+    const T* vb = v + tile.bh * N * E;
+    if constexpr (kBias)
+        relu2::accumulateReluSquared<T, kCap>(smem, qb, kb, vb, tile, S, E, sq, keys.begin, keys.end, keep, acc,
+            chunkBias(bias, bs, tile.bh, H, q0, g));
+    else
+        relu2::accumulateReluSquared<T, kCap>(smem, qb, kb, vb, tile, S, E, sq, keys.begin, keys.end, keep, acc);
 
     relu2::forEachOutputRow<kCap>(tile, E, acc, [&](int r) {
         const int64_t offset = (tile.bh * N + q0 + r) * E;
@@ -236,10 +278,11 @@ __global__ void __launch_bounds__(relu2::kThreads) quadKernel(const T* __restric
 }
 
 // quadKernel on tensor cores (T = __half or __nv_bfloat16, relu2mma::takes(S, E)): 64 queries per block.
-template <typename T, int kDim>
+template <typename T, int kDim, bool kBias>
 __global__ void __launch_bounds__(attnx::relu2mma::kThreads) quadMmaKernel(const T* __restrict__ qq,
-    const T* __restrict__ qk, const T* __restrict__ v, const float* __restrict__ lin, T* __restrict__ y, int64_t N,
-    int S, int E, int64_t g, float sq, int causal)
+    const T* __restrict__ qk, const T* __restrict__ v, const T* __restrict__ bias, BiasStrides bs,
+    const float* __restrict__ lin, T* __restrict__ y, int64_t H, int64_t N, int S, int E, int64_t g, float sq,
+    int causal)
 {
     namespace mma = attnx::relu2mma;
     extern __shared__ float4 mmaShared[]; // 16-byte aligned, as ldmatrix and cp.async need
@@ -251,8 +294,15 @@ __global__ void __launch_bounds__(attnx::relu2mma::kThreads) quadMmaKernel(const
         return key >= chunkStart && key < chunkStart + g && (!causal || key <= q0 + r);
     };
     mma::Output<kDim> o = {};
-    mma::accumulate<T, kDim>(reinterpret_cast<T*>(mmaShared), qq + (tile.bh * N + q0) * S, qk + tile.bh * N * S,
-        v + tile.bh * N * E, tile.rows, S, E, sq, keys.begin, keys.end, keep, o);
+    T* tiles = reinterpret_cast<T*>(mmaShared);
+    const T* qb = qq + (tile.bh * N + q0) * S;
+    const T* kb = qk + tile.bh * N * S;
+    const T* vb = v + tile.bh * N * E;
+    if constexpr (kBias)
+        mma::accumulate<T, kDim>(tiles, qb, kb, vb, tile.rows, S, E, sq, keys.begin, keys.end, keep, o,
+            chunkBias(bias, bs, tile.bh, H, q0, g));
+    else
+        mma::accumulate<T, kDim>(tiles, qb, kb, vb, tile.rows, S, E, sq, keys.begin, keys.end, keep, o);
     const int64_t base = (tile.bh * N + q0) * E;
     mma::forEachOutputPair<kDim>(tile.rows, E, o, [&](int r, int e, float a, float b) {
         const int64_t at = base + int64_t(r) * E + e;
@@ -262,15 +312,16 @@ __global__ void __launch_bounds__(attnx::relu2mma::kThreads) quadMmaKernel(const
 }
 
 template <typename T>
-int launch(const void* quadQ, const void* quadK, const void* linQ, const void* linK, const void* v, void* y,
-    void* workspace, int64_t BH, int64_t N, int S, int E, int causal, int64_t g, float sq, float sl,
-    cudaStream_t stream)
+int launch(const void* quadQ, const void* quadK, const void* linQ, const void* linK, const void* v,
+    const void* biasIn, BiasStrides bs, void* y, void* workspace, int64_t BH, int64_t H, int64_t N, int S, int E,
+    int causal, int64_t g, float sq, float sl, cudaStream_t stream)
 {
     const T* qq = static_cast<const T*>(quadQ);
     const T* qk = static_cast<const T*>(quadK);
     const T* lq = static_cast<const T*>(linQ);
     const T* lk = static_cast<const T*>(linK);
     const T* vt = static_cast<const T*>(v);
+    const T* bias = static_cast<const T*>(biasIn);
     T* yt = static_cast<T*>(y);
     float* lin = static_cast<float*>(workspace);
     const unsigned eTiles = unsigned((E + kETile - 1) / kETile);
@@ -296,14 +347,17 @@ int launch(const void* quadQ, const void* quadK, const void* linQ, const void* l
         if (mma::takes(S, E))
             return mma::withDimFor(S, E, [&](auto dim) {
                 constexpr int kDim = decltype(dim)::value;
-                return mma::launch<T>(quadMmaKernel<T, kDim>, BH, N, S, E, stream, qq, qk, vt,
-                    static_cast<const float*>(lin), yt, N, S, E, g, sq, causal);
+                // a kernel without the bias path where there is none, so the common case keeps its registers
+                auto kernel = bias ? quadMmaKernel<T, kDim, true> : quadMmaKernel<T, kDim, false>;
+                return mma::launch<T>(kernel, BH, N, S, E, stream, qq, qk, vt, bias, bs,
+                    static_cast<const float*>(lin), yt, H, N, S, E, g, sq, causal);
             });
     }
     return relu2::withTileFor(S, E, [&](auto cap) {
         constexpr int kCap = decltype(cap)::value;
-        return relu2::launchTiles<kCap>(quadKernel<T, kCap>, BH, N, S, E, stream, qq, qk, vt,
-            static_cast<const float*>(lin), yt, N, S, E, g, sq, causal);
+        auto kernel = bias ? quadKernel<T, kCap, true> : quadKernel<T, kCap, false>;
+        return relu2::launchTiles<kCap>(kernel, BH, N, S, E, stream, qq, qk, vt, bias, bs,
+            static_cast<const float*>(lin), yt, H, N, S, E, g, sq, causal);
     });
 }
 
@@ -318,8 +372,9 @@ extern "C" size_t attnx_mixed_chunk_attention_workspace_size(
 }
 
 extern "C" int attnx_mixed_chunk_attention_forward(const void* quad_q, const void* quad_k, const void* lin_q,
-    const void* lin_k, const void* v, void* y, void* workspace, int64_t B, int64_t H, int64_t N, int64_t S,
-    int64_t E, int32_t causal, int32_t chunk_size, float quad_scale, float lin_scale, int32_t dtype, void* stream)
+    const void* lin_k, const void* v, const void* bias, int64_t bias_b, int64_t bias_h, int64_t bias_n,
+    int64_t bias_m, void* y, void* workspace, int64_t B, int64_t H, int64_t N, int64_t S, int64_t E, int32_t causal,
+    int32_t chunk_size, float quad_scale, float lin_scale, int32_t dtype, void* stream)
 {
     if (B < 1 || H < 1 || N < 1 || S < 1 || E < 1)
         return ATTNX_ERR_SHAPE;
@@ -331,8 +386,13 @@ extern "C" int attnx_mixed_chunk_attention_forward(const void* quad_q, const voi
         return ATTNX_ERR_SHAPE;
     if (!attnx::MixedChunkAttentionParams{causal, chunk_size, quad_scale, lin_scale}.valid())
         return ATTNX_ERR_ATTRIBUTE;
+    const int64_t g = chunk_size;
+    auto fits = [](int64_t have, int64_t full) { return have == 1 || have == full; };
+    if (bias && !(fits(bias_b, B) && fits(bias_h, H) && fits(bias_n, g) && fits(bias_m, g)))
+        return ATTNX_ERR_SHAPE;
     if (!workspace)
         return ATTNX_ERR_WORKSPACE;
+    const BiasStrides bs = bias ? biasStrides(bias_b, bias_h, bias_n, bias_m) : BiasStrides{0, 0, 0, 0};
     const float sq = quad_scale > 0.f ? quad_scale : 1.f / float(chunk_size);
     const float sl = lin_scale > 0.f ? lin_scale : (causal ? 1.f / float(chunk_size) : 1.f / float(N));
     cudaStream_t st = static_cast<cudaStream_t>(stream);
@@ -341,14 +401,14 @@ extern "C" int attnx_mixed_chunk_attention_forward(const void* quad_q, const voi
     switch (dtype)
     {
     case ATTNX_DTYPE_FLOAT32:
-        return launch<float>(quad_q, quad_k, lin_q, lin_k, v, y, workspace, B * H, N, s, e, causal, chunk_size, sq,
-            sl, st);
+        return launch<float>(quad_q, quad_k, lin_q, lin_k, v, bias, bs, y, workspace, B * H, H, N, s, e,
+            causal, g, sq, sl, st);
     case ATTNX_DTYPE_FLOAT16:
-        return launch<__half>(quad_q, quad_k, lin_q, lin_k, v, y, workspace, B * H, N, s, e, causal, chunk_size, sq,
-            sl, st);
+        return launch<__half>(quad_q, quad_k, lin_q, lin_k, v, bias, bs, y, workspace, B * H, H, N, s, e,
+            causal, g, sq, sl, st);
     case ATTNX_DTYPE_BFLOAT16:
-        return launch<__nv_bfloat16>(quad_q, quad_k, lin_q, lin_k, v, y, workspace, B * H, N, s, e, causal,
-            chunk_size, sq, sl, st);
+        return launch<__nv_bfloat16>(quad_q, quad_k, lin_q, lin_k, v, bias, bs, y, workspace, B * H, H, N, s, e,
+            causal, g, sq, sl, st);
     default: return ATTNX_ERR_DTYPE;
     }
 }

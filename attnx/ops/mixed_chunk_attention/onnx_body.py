@@ -9,7 +9,9 @@ from attnx.ops.function_builder import FunctionBuilder
 
 def function_body(b: FunctionBuilder, attrs, n_inputs: int, n_outputs: int):
     """Chunked: [N/g, g, g] products inside chunks; the linear part as Q'(K'ᵀV), causal by an
-    exclusive CumSum over per-chunk states [B, H, N/g, S, E]. float32 inside."""
+    exclusive CumSum over per-chunk states [B, H, N/g, S, E]. float32 inside. The bias
+    [B|1, H|1, g|1, g|1] is added to every chunk's scores; a short last chunk's padded keys are zero
+    in v, so whatever the bias adds there is multiplied by 0."""
     names = ["quad_q", "quad_k", "lin_q", "lin_k", "v"]
     qq, qk, lq, lk, v = (b.Cast(x, to=1) for x in names)
     g, causal = attrs["chunk_size"], attrs["causal"]
@@ -24,7 +26,10 @@ def function_body(b: FunctionBuilder, attrs, n_inputs: int, n_outputs: int):
 
     qq, qk, lq, lk, vc = (chunked(x) for x in (qq, qk, lq, lk, v))
     s_q = attrs["quad_scale"] or 1.0 / g
-    quad = b.Relu(b.Mul(b.MatMul(qq, b.Transpose(qk, perm=[0, 1, 2, 4, 3])), b.const(s_q, np.float32)))
+    scores = b.Mul(b.MatMul(qq, b.Transpose(qk, perm=[0, 1, 2, 4, 3])), b.const(s_q, np.float32))
+    if n_inputs == 6:  # [B|1, H|1, 1, g|1, g|1]: the same bias in every chunk
+        scores = b.Add(scores, b.Unsqueeze(b.Cast("bias", to=1), b.const([2])))
+    quad = b.Relu(scores)
     quad = b.Mul(quad, quad)                                                    # [B, H, N/g, g, g]
     if causal:
         inside = b.Range(b.const(0), b.const(g), b.const(1))
@@ -42,4 +47,4 @@ def function_body(b: FunctionBuilder, attrs, n_inputs: int, n_outputs: int):
     y = b.Reshape(y, b.Concat(b.Shape(y, end=2), b.const([-1]), b.Shape(y, start=4), axis=0))
     y = b.Slice(y, b.const([0]), n, b.const([2]))
     b.rename(b.CastLike(y, "quad_q"), "y")
-    return b.build(names, ["y"])
+    return b.build([*names, "bias"][:n_inputs], ["y"])

@@ -101,3 +101,63 @@ def test_bad_chunk_size_says_what_is_allowed():
     xs = [torch.zeros(1, 1, 5, 4) for _ in range(5)]
     with pytest.raises(AttributeValueError, match="'chunk_size' = 0 is not allowed; expected int >= 1"):
         torch.ops.attnx.mixed_chunk_attention(*xs, chunk_size=0)
+
+
+# the in-chunk bias [B|1, H|1, g|1, g|1]: full, broadcast over batch and heads, a row or column broadcast
+BIAS_SHAPES = [(2, 2, 16, 16), (1, 1, 16, 16), (1, 2, 1, 16), (2, 1, 16, 1)]
+
+
+@pytest.mark.parametrize("causal", (False, True), ids=("full", "causal"))
+@pytest.mark.parametrize("bias_shape", BIAS_SHAPES, ids=str)
+def test_in_chunk_bias_every_path_matches_the_reference(causal, bias_shape, rng):
+    """The same bias in every chunk, read at the positions inside it: the chunk-by-chunk loop, the eager
+    path and the ONNX body against the dense reference, at lengths that leave a short last chunk (and 1)."""
+    attrs = dict(causal=causal, chunk_size=16, quad_scale=0.3, lin_scale=0.0)
+    session = one_node_session("MixedChunkAttention", attrs, {**{name: 4 for name in NAMES}, "bias": 4})
+    for n in LENGTHS:
+        xs = inputs(rng, n)
+        bias = torch.randn(*bias_shape, generator=rng)
+        ref = mc.reference(*xs, bias, **attrs)[0]
+        torch.testing.assert_close(mc.naive_chunkwise_mixed_chunk_attn(*xs, bias, **attrs), ref, rtol=1e-10, atol=1e-10)
+        torch.testing.assert_close(torch.ops.attnx.mixed_chunk_attention(*xs, bias, **attrs).double(), ref,
+                                   rtol=1e-5, atol=1e-5)
+        (y,) = session.run(None, dict(zip([*NAMES, "bias"], (x.numpy() for x in (*xs, bias)))))
+        np.testing.assert_allclose(y, ref.numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_in_chunk_bias_is_read_at_positions_inside_the_chunk(rng):
+    """A bias that is +1 only at (1, 0) inside the chunk, with the scores silenced (quad_q = 0): row i gets
+    relu(1)²·v_{i-1} exactly where i is the second position of its chunk, and nothing elsewhere."""
+    xs = inputs(rng, 13)
+    xs[0] = torch.zeros_like(xs[0])
+    xs[2] = torch.zeros_like(xs[2])  # no linear part
+    bias = torch.zeros(1, 1, 4, 4)
+    bias[0, 0, 1, 0] = 1.0
+    y = mc.reference(*xs, bias, causal=False, chunk_size=4, quad_scale=0.0, lin_scale=0.0)[0]
+    v = xs[4].double()
+    want = torch.zeros_like(y)
+    for i in (1, 5, 9):
+        want[:, :, i] = v[:, :, i - 1]
+    torch.testing.assert_close(y, want, rtol=0, atol=1e-12)
+
+
+def test_recurrent_steps_with_an_in_chunk_bias_reproduce_the_causal_reference(rng):
+    attrs = dict(causal=True, chunk_size=16, quad_scale=0.3, lin_scale=0.0)
+    xs = [x.double() for x in inputs(rng, 37)]
+    bias = torch.randn(1, 2, 16, 16, generator=rng, dtype=torch.float64)
+    qq, qk, lq, lk, v = xs
+    state = (torch.zeros(2, 2, 8, 6, dtype=torch.float64), *(x[:, :, :0] for x in (qk, lk, v)))
+    steps = []
+    for t in range(37):
+        y, state = mc.recurrent_step(*(x[:, :, t:t + 1] for x in xs), state, bias, chunk_size=16, quad_scale=0.3,
+                                     lin_scale=0.0)
+        steps.append(y)
+    torch.testing.assert_close(torch.cat(steps, 2), mc.reference(*xs, bias, **attrs)[0], rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("shape, words", [((1, 1, 4, 4), r"\[B, H, g, g\] = \[1, 1, 16, 16\]"),
+                                          ((1, 16, 16), "rank 4")])
+def test_a_bias_of_the_wrong_shape_says_what_was_expected(shape, words):
+    xs = [torch.zeros(1, 1, 5, 4) for _ in range(5)]
+    with pytest.raises(InputError, match=words):
+        torch.ops.attnx.mixed_chunk_attention(*xs, torch.zeros(shape), chunk_size=16)
