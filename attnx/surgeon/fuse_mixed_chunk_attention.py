@@ -17,8 +17,10 @@ Checks:
                             chunk's bias equals the first chunk's, a value <= -1e4 counting as masked
                             and equal to any other such (relu² is 0 there either way) → the op's
                             `bias`, the first chunk's [B|1, 1, g|1, g|1]; a bias 0 everywhere is
-                            dropped. The model's own padding is real to the op (its N is C·g), so a
-                            padded-key mask, which differs in the last chunk, is refused here
+                            dropped. A later chunk may differ only by masking keys where v is the
+                            model's zero padding (v a constant-0 Pad then layout steps, and 0 at
+                            those keys when evaluated from a random unpadded v): relu² · 0 is 0
+                            with or without the mask (FLASH-pytorch masks the keys it pads)
   same_fold_both_sides      the other Add input is the same layout chain, step by step (same op,
                             attributes, and extra inputs equal as constants or, at several
                             lengths, as shape computations)
@@ -32,7 +34,8 @@ Checks:
                             chunks; not: all chunks) for one order of (lin_q, lin_k), times a
                             positive constant s, divided (or multiplied) by at most one scalar
                             length t read from shapes
-Rewrite: the five chunked tensors reshaped to [B, 1, C·g, S], lin_k divided (multiplied) by t
+Rewrite: the five chunked tensors reshaped to [B, 1, C·g, S] (v through a copy of its zero padding
+when a padded-key mask was dropped, so the keys stay 0 whatever the guard feeds), lin_k divided (multiplied) by t
 when there is one, the bias's first chunk (Slice of axis 1) when it is kept, one MixedChunkAttention (lin_scale s, or 0 when s is the spec's default), its output
 reshaped to [B, C, g, E] and put through copies of the fold steps in place of the Add: the model's
 own padding and unpadding stay as they were, every tensor but the sum keeps its value (the numeric
@@ -199,11 +202,12 @@ def _identify_across(graph, lin, leaves, v, lengths, causal: bool, g: int):
     linear part (t^-1: the model divides by a length, t^+1: it multiplies by one, as by 1/n); None if none."""
     rng = np.random.default_rng(0)
     runs = []
+    batch = v.shape[0] if isinstance(v.shape[0], int) else PROBE_BATCH  # a model exported at batch 1 keeps it
     for c, n_of in PROBES:
-        shapes = [[PROBE_BATCH, c, *(d if isinstance(d, int) else PROBE_FEATURES for d in leaf.shape[2:])]
+        shapes = [[batch, c, *(d if isinstance(d, int) else PROBE_FEATURES for d in leaf.shape[2:])]
                   for leaf in (*leaves, v)]
         probes = [rng.standard_normal(s).astype(np.float32) for s in shapes]
-        got = evaluate_cut(graph, [*leaves, v], [lin, *lengths], probes, n_of(g), PROBE_BATCH)
+        got = evaluate_cut(graph, [*leaves, v], [lin, *lengths], probes, n_of(g), batch)
         if got is None:
             return None
         runs.append((probes, got))
@@ -235,37 +239,86 @@ def _chunk_size(quad: gs.Node, attrs: dict) -> tuple[int | None, str]:
                   f"in {low:g}…{high:g}")
 
 
-def _chunk_bias(graph: gs.Graph, bias: gs.Tensor, g: int) -> tuple[str | None, str]:
-    """("keep" or "drop", what) when `bias` [B|1, C|1, g|1, g|1] is the same in every chunk (and "drop"
-    when it is 0 everywhere), (None, why) when not."""
+def _zero_padded(v: gs.Tensor) -> tuple[gs.Tensor, list[gs.Node]] | None:
+    """(v0, steps) when the chunked `v` is v0 padded with zeros (a Pad of mode constant, value 0 or none,
+    as F.pad exports) and then put through layout steps only (Reshape, Transpose, Cast, …); None otherwise.
+    `steps` is the Pad then the layout steps, in graph order."""
+    steps, t = [], v
+    while (node := producer(t)) is not None:
+        if node.op == "Pad":
+            mode = node.attrs.get("mode", "constant")
+            mode = mode.decode() if isinstance(mode, bytes) else mode
+            value = (constant_value(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2].name
+                     else np.asarray(node.attrs.get("value", 0.0)))
+            if mode != "constant" or value is None or np.any(value != 0):
+                return None
+            return node.inputs[0], [node, *reversed(steps)]
+        if node.op not in FOLD_OPS | {"Cast"} or len(node.outputs) != 1 or not node.inputs:
+            return None
+        steps.append(node)
+        t = node.inputs[0]
+    return None
+
+
+def _zero_keys(graph: gs.Graph, v0: gs.Tensor, v: gs.Tensor, n: int, seed: int) -> np.ndarray | None:
+    """[C, g] booleans at input length n (batch 1): True where the chunked v, computed from a random v0,
+    is 0 at every feature (the model's zero padding); None when the subgraph cannot run."""
+    shape = evaluate_cut(graph, [], [v0], [], n, 1)
+    if shape is None:
+        return None
+    probe = np.random.default_rng(seed).standard_normal(shape[0].shape).astype(np.float32)
+    got = evaluate_cut(graph, [v0], [v], [probe], n, 1)
+    if got is None or got[0].ndim != 4:
+        return None
+    return np.all(got[0] == 0, axis=(0, 3))
+
+
+def _chunk_bias(graph: gs.Graph, bias: gs.Tensor, v: gs.Tensor, g: int):
+    """(decision, what, padded): decision "keep" or "drop" when `bias` [B|1, C|1, g|1, g|1] is the same in
+    every chunk (and "drop" when it is 0 everywhere), None (and why) when not. A chunk may differ from the
+    first only by masking keys at which v is the model's zero padding (FLASH-pytorch masks the keys it pads):
+    relu² times v is 0 there with or without the mask. `padded` is then `_zero_padded(v)`, which the
+    rewrite copies so that those keys stay 0 whatever feeds the op; None when no such key was needed."""
     if not shape_only(bias, graph):
         return None, (f"the in-chunk bias {bias.name} depends on the inputs' values (a key mask given with the "
-                      "input?): MixedChunkAttention's bias is one value per position pair inside the chunk")
+                      "input?): MixedChunkAttention's bias is one value per position pair inside the chunk"), None
     lengths = [g + 1, 3 * g, 3 * g + max(g // 2, 1)]
     values = values_at_lengths(graph, bias, lengths)
     if values is None:
-        return None, f"the in-chunk bias {bias.name} could not be evaluated at input lengths {lengths}"
-    zero = True
-    for n, b in zip(lengths, values):
-        # every position of the C chunks is one the op sums over, the model's padding included (the
-        # numeric guard feeds them random values): a mask on the padding is not the same in every chunk
+        return None, f"the in-chunk bias {bias.name} could not be evaluated at input lengths {lengths}", None
+    padding, used, zero = _zero_padded(v), False, True
+    for k, (n, b) in enumerate(zip(lengths, values)):
         if b.ndim != 4 or any(d not in (1, g) for d in b.shape[2:]):
             return None, (f"at input length {n} the in-chunk bias {bias.name} is {list(b.shape)}, not "
-                          f"[B|1, C|1, g|1, g|1] with g = {g}")
+                          f"[B|1, C|1, g|1, g|1] with g = {g}"), None
+        zeros = None
         for c in range(b.shape[1]):
             got, first = b[:, c], b[:, 0]
             masked = (got <= MASKED) & (first <= MASKED)
             same = masked | np.isclose(got, first, rtol=1e-6, atol=1e-6)
+            if not same.all() and padding is not None:
+                # the differing entries must mask keys where v is zero padding (the numeric guard then
+                # runs the op on the model's own padding: the rewrite copies it)
+                if zeros is None:
+                    zeros = _zero_keys(graph, padding[0], v, n, seed=k)
+                if zeros is not None and c < zeros.shape[0] and zeros.shape[1] == g:
+                    keys = zeros[c].reshape(1, 1, g) if b.shape[3] == g else np.array(zeros[c].all())
+                    allowed = (got <= MASKED) & keys
+                    used = used or bool(np.any(allowed & ~same))
+                    same = same | allowed
             if not same.all():
                 return None, (f"at input length {n} the in-chunk bias {bias.name} of chunk {c} differs from the "
-                              f"first chunk's (by up to {float(np.abs(np.where(masked, 0, got - first)).max()):.3g}): "
-                              "not one bias per position pair inside the chunk (a mask on the model's padded "
-                              "positions differs in the last chunk)")
-            zero = zero and bool(np.all(got == 0))
+                              f"first chunk's (by up to {float(np.abs(np.where(same, 0, got - first)).max()):.3g}) "
+                              "at keys that are not the model's zero padding: not one bias per position pair "
+                              "inside the chunk"), None
+        zero = zero and bool(np.all(b[:, 0] == 0))
+    padded = padding if used else None
+    also = "" if padded is None else (f"; the later chunks' mask on keys where v is the model's zero padding "
+                                      f"({padded[1][0].name}) is dropped: relu² · 0 is 0 with or without it")
     if zero:
-        return "drop", f"its bias {bias.name} is 0 everywhere: dropped"
+        return "drop", f"its bias {bias.name} is 0 everywhere{also}: dropped", padded
     return "keep", (f"its bias {bias.name}, the same in every chunk (evaluated at input lengths "
-                    f"{', '.join(map(str, lengths))}), as the op's in-chunk bias")
+                    f"{', '.join(map(str, lengths))}), as the op's in-chunk bias{also}"), padded
 
 
 def _across_found(found, kind: str) -> str | None:
@@ -295,7 +348,8 @@ class FuseMixedChunkAttention(Pass):
         if not match.check("quad_in_chunks", g is not None, why):
             return
         bias = quad.inputs[3] if len(quad.inputs) > 3 and quad.inputs[3].name else None
-        keep_bias, why = ("drop", "no bias on the in-chunk scores") if bias is None else _chunk_bias(graph, bias, g)
+        keep_bias, why, padded = (("drop", "no bias on the in-chunk scores", None) if bias is None
+                                  else _chunk_bias(graph, bias, v, g))
         if not match.check("bias_same_in_every_chunk", keep_bias is not None, why):
             return
         bias = bias if keep_bias == "keep" else None
@@ -341,11 +395,13 @@ class FuseMixedChunkAttention(Pass):
         default = scales(1, causal=causal, chunk_size=g, quad_scale=0.0, lin_scale=0.0)[1] if causal else None
         lin_scale = 0.0 if length is None and default is not None and abs(s - default) <= 1e-6 * default else s
         with_bias = "" if bias is None else f" with the in-chunk bias {bias.name}"
+        if padded is not None:
+            with_bias += f" (its mask on the keys {padded[1][0].name} pads with zeros dropped)"
         match.bound = (f"relu² in chunks of {g}{with_bias} + {what}", quad, chain, add, reached,
-                       (qq, qk, lq, lk, v), bias, length, {"causal": causal, "chunk_size": g, "quad_scale": attrs["scale"], "lin_scale": lin_scale})
+                       (qq, qk, lq, lk, v), bias, padded, length, {"causal": causal, "chunk_size": g, "quad_scale": attrs["scale"], "lin_scale": lin_scale})
 
     def rewrite(self, graph: gs.Graph, match: Match) -> str:
-        what, quad, chain, add, reached, (qq, qk, lq, lk, v), bias, length, attrs = match.bound
+        what, quad, chain, add, reached, (qq, qk, lq, lk, v), bias, padded, length, attrs = match.bound
         emit = Emitter(graph, f"attnx_fuse_mixed_chunk/{add.name}")
         divided = ""
         if length is not None:  # the op's lin_scale is static: a length the model scales by goes into lin_k
@@ -353,6 +409,11 @@ class FuseMixedChunkAttention(Pass):
             op = "Div" if power == 1 else "Mul"
             divided = f" on lin_k {'/' if power == 1 else '·'} {t.name}"
             lk = emit.op(op, lk, t if t.dtype == lk.dtype else emit.op("CastLike", t, lk))
+        if padded is not None:  # v's zero padding, copied: the op reads it from the unpadded v (see _chunk_bias)
+            v0, steps = padded
+            for step in steps:
+                v0 = emit.op(step.op, v0, *step.inputs[1:], attrs=dict(step.attrs))
+            v = v0
         flat = [emit.op("Reshape", x, emit.ints([0, 1, -1, 0])) for x in (qq, qk, lq, lk, v)]
         if bias is not None:  # [B|1, C|1, g|1, g|1] → the first chunk's, [B|1, 1, g|1, g|1]: H is 1
             flat.append(emit.op("Slice", bias, emit.ints([0]), emit.ints([1]), emit.ints([1])))

@@ -3,12 +3,11 @@
 FLASH-pytorch exports with TorchScript (dynamo=False); its relu² steps are spelled there with
 shapes the exporter leaves unnamed (a T5 bias [unk, unk] beside scores [b, n, n]) and masks
 through Where on index arithmetic (FLASH's padded-key mask, the triu causal mask), so the relu²
-pass reads them by running them on probes (dynamo exports are read the same way). GAU becomes one ReluSquaredAttention with its T5 bias;
-FLASH's in-chunk part becomes one ReluSquaredAttention with its T5 bias and its padded-key mask
-carried in the bias (−1e30 where a key is padding). MixedChunkAttention's optional bias is one
-[g, g] for every chunk, and the padded-key mask is in the last chunk only, so FLASH-pytorch's FLASH
-is left there with the reason (a relative-position bias alone fuses: tests/surgeon/test_flash.py);
-a plain-torch FLASH without one becomes one MixedChunkAttention from the TorchScript export too. A FLASH with a head axis ([B, H, C, g, S])
+pass reads them by running them on probes (dynamo exports are read the same way). GAU becomes one
+ReluSquaredAttention with its T5 bias; FLASH becomes one MixedChunkAttention with its T5 bias: the
+mask on the keys it pads is in the last chunk only, but v is zero there (F.pad), so it is dropped.
+Plain-torch FLASH with the same mask fuses the same way; padded with ones instead, the mask matters
+and the in-chunk part stays a ReluSquaredAttention with it, with the reason. A FLASH with a head axis ([B, H, C, g, S])
 has three batch axes and is left alone with the reason.
 
 Outputs are compared in ONNX Runtime before and after at batch 2 and lengths 1, 37 and 300
@@ -97,12 +96,22 @@ def test_public_gau_from_torchscript_becomes_relu_squared_attention_with_its_t5_
 
 
 def test_public_gau_from_dynamo_becomes_relu_squared_attention():
-    """(FLASH-pytorch's FLASH from dynamo, whose chunk bias and triu mask dynamo folds into constants,
-    fuses the same way; it is left out here for the test-time budget: its export takes ~20 s.)"""
     model = export(public_gau(True), "dynamo", 18)
     out, reports = optimize_model(model)
     (node,) = attnx_nodes(out, "ReluSquaredAttention")
     assert len(node.input) == 4 and attrs_of(node)["causal"] == 1
+    assert_close_outputs(model, out, [feeds(n) for n in LENGTHS])
+
+
+def test_public_flash_from_dynamo_becomes_mixed_chunk_attention_and_its_rotary_embeddings():
+    """dynamo folds the chunk bias and the triu mask into constants; every pass runs (rotary included)."""
+    model = export(public_flash(True), "dynamo", 18)
+    out, reports = optimize_model(model)
+    (node,) = attnx_nodes(out, "MixedChunkAttention")
+    assert len(node.input) == 6 and attrs_of(node)["causal"] == 1
+    # quad_q, lin_q, quad_k, lin_k: ONNX's RotaryEmbedding (the file is upgraded to opset 23)
+    assert [n.op_type for n in out.graph.node].count("RotaryEmbedding") == 4
+    assert not attnx_nodes(out, "ReluSquaredAttention")
     assert_close_outputs(model, out, [feeds(n) for n in LENGTHS])
 
 
@@ -132,14 +141,21 @@ def test_public_flash_in_chunk_relu_squared_keeps_its_bias_and_padded_key_mask(f
     assert "and a key mask" in detail["change"]
 
 
-def test_public_flash_is_not_mixed_chunk_attention_because_its_bias_masks_the_padding(flash):
-    """The in-chunk bias is T5's plus a mask on the model's padded keys, which only the last chunk has:
-    the op (whose N is the padded C·g) cannot carry that mask in its one-per-chunk bias."""
-    _, _, (out, reports) = flash
+def test_public_flash_becomes_one_mixed_chunk_attention_with_its_t5_bias(flash):
+    """The in-chunk bias is T5's plus a mask on the keys the model pads, which only the last chunk has.
+    v is zero at those keys (F.pad), so relu² · v is 0 there with or without the mask: the op takes the
+    first chunk's bias and reads v through a copy of the model's zero padding."""
+    causal, model, (out, reports) = flash
+    (node,) = attnx_nodes(out, "MixedChunkAttention")
+    assert len(node.input) == 6  # q, k, lin_q, lin_k, v and the in-chunk bias
+    attrs = attrs_of(node)
+    assert (attrs["causal"], attrs["chunk_size"]) == (int(causal), GROUP)
+    assert attrs["quad_scale"] == pytest.approx(1 / GROUP, rel=1e-4)
     (detail,) = details(reports, MIXED)
-    assert not detail["rewritten"] and detail["why"].startswith("bias_same_in_every_chunk: "), detail
-    assert "differs from the first chunk's" in detail["why"]
-    assert not attnx_nodes(out, "MixedChunkAttention")
+    assert detail["rewritten"] and "pads with zeros dropped" in detail["change"], detail
+    assert not attnx_nodes(out, "ReluSquaredAttention")
+    # 8 and 24: whole chunks, where the TorchScript trace pads one more chunk of zeros
+    assert_close_outputs(model, out, [feeds(n) for n in (*LENGTHS, GROUP, 3 * GROUP)])
 
 
 def test_trt_form_of_public_flash_is_clean(flash):
@@ -148,18 +164,19 @@ def test_trt_form_of_public_flash_is_clean(flash):
         pytest.skip("one form suffices: the bidirectional graph differs only in the across-chunk part")
     out, _ = optimize_model(model, "trt", passes=CHUNK_PASSES)
     assert {n.domain for n in out.graph.node} <= {"", "trt.plugins"}
-    assert [n.op_type for n in out.graph.node if n.domain == "trt.plugins"] == ["ReluSquaredAttention"]
+    assert [n.op_type for n in out.graph.node if n.domain == "trt.plugins"] == ["MixedChunkAttention"]
 
 
 class PlainFLASH(torch.nn.Module):
     """FLASH written in plain torch as FLASH-pytorch spells it, without its relative-position bias:
     `key_mask` masks the padded keys inside the chunks as FLASH-pytorch does (masked_fill after the
-    relu²); `heads` adds a head axis [B, H, C, g, S]."""
+    relu²); `v_pad` is the value v is padded with (FLASH-pytorch's is 0); `heads` adds a head axis
+    [B, H, C, g, S]."""
 
-    def __init__(self, causal=False, key_mask=False, heads=0):
+    def __init__(self, causal=False, key_mask=False, heads=0, v_pad=0.0):
         super().__init__()
         g = torch.Generator().manual_seed(3)
-        self.causal, self.key_mask, self.heads = causal, key_mask, heads
+        self.causal, self.key_mask, self.heads, self.v_pad = causal, key_mask, heads, v_pad
         h = max(heads, 1)
         self.to_hidden = torch.nn.Linear(DIM, 2 * QK * h)
         self.to_qk = torch.nn.Linear(DIM, QK * h)
@@ -176,8 +193,9 @@ class PlainFLASH(torch.nn.Module):
         quad_q, lin_q, quad_k, lin_k = (qk.unsqueeze(-2) * self.gamma + self.beta).unbind(dim=-2)
         padding = (g - n % g) % g
         lead = v.shape[:-2]
-        quad_q, quad_k, lin_q, lin_k, v = (F.pad(t, (0, 0, 0, padding)).reshape(*lead, -1, g, QK)
-                                           for t in (quad_q, quad_k, lin_q, lin_k, v))
+        quad_q, quad_k, lin_q, lin_k = (F.pad(t, (0, 0, 0, padding)).reshape(*lead, -1, g, QK)
+                                        for t in (quad_q, quad_k, lin_q, lin_k))
+        v = F.pad(v, (0, 0, 0, padding), value=self.v_pad).reshape(*lead, -1, g, QK)
         attn = F.relu(torch.einsum("... i d, ... j d -> ... i j", quad_q, quad_k) / g) ** 2
         if self.key_mask:
             keep = F.pad(torch.ones(b, n, dtype=torch.bool), (0, padding), value=False).reshape(b, -1, 1, g)
@@ -209,15 +227,35 @@ def test_plain_flash_from_torchscript_becomes_one_mixed_chunk_attention(causal):
     assert_close_outputs(model, out, [feeds(n) for n in LENGTHS])
 
 
-def test_plain_flash_with_a_padded_key_mask_keeps_it_in_relu_squared_attention():
-    """The key mask is exact only in ReluSquaredAttention's bias: MixedChunkAttention's in-chunk bias is
-    the same in every chunk, and the mask is not."""
-    model = export(PlainFLASH(True, key_mask=True))
+@pytest.mark.parametrize("causal", [False, True])
+def test_plain_flash_with_a_padded_key_mask_on_zero_padding_becomes_one_mixed_chunk_attention(causal):
+    model = export(PlainFLASH(causal, key_mask=True))
+    out, reports = optimize_model(model, passes=CHUNK_PASSES)
+    (node,) = attnx_nodes(out, "MixedChunkAttention")
+    # the mask alone is 0 in the first chunk and is dropped; causal, the bias keeps the triu mask
+    assert len(node.input) == (6 if causal else 5) and not attnx_nodes(out, "ReluSquaredAttention")
+    assert_close_outputs(model, out, [feeds(n) for n in LENGTHS])
+
+
+def test_flash_exported_at_a_static_batch_of_1_becomes_one_mixed_chunk_attention():
+    """dynamo writes the static batch of 1 into its Reshapes: the across-chunk part is probed at that batch."""
+    model = export_as(public_flash(True), (torch.randn(1, 37, DIM),), "dynamo", 18, {0: {1: "seq"}})
+    out, reports = optimize_model(model, passes=CHUNK_PASSES)
+    (detail,) = details(reports, MIXED)
+    assert detail["rewritten"], detail
+    assert_close_outputs(model, out, [{"x0": feeds(n)["x0"][:1]} for n in LENGTHS])
+
+
+def test_plain_flash_whose_masked_keys_are_not_zero_keeps_the_mask_in_relu_squared_attention():
+    """v padded with ones: the mask on the padded keys is what keeps them out, and it is in the last
+    chunk only, which MixedChunkAttention's one in-chunk bias cannot say."""
+    model = export(PlainFLASH(True, key_mask=True, v_pad=1.0))
     out, reports = optimize_model(model, passes=CHUNK_PASSES)
     (node,) = attnx_nodes(out, "ReluSquaredAttention")
-    assert len(node.input) == 4
+    assert len(node.input) == 4 and not attnx_nodes(out, "MixedChunkAttention")
     (detail,) = details(reports, MIXED)
     assert detail["why"].startswith("bias_same_in_every_chunk: "), detail
+    assert "not the model's zero padding" in detail["why"]
     assert_close_outputs(model, out, [feeds(n) for n in LENGTHS])
 
 
