@@ -21,7 +21,7 @@ Checks:
                          batch 2, at scales 1 and 1e-4, against that sum (relative 1e-5); a division by
                          anything else stays in the graph after an unnormalised node; a clamped
                          denominator (max(q·z, eps), `clamp(min=eps)`) is refused: it is not q·z + eps
-  fits_linear_attention  at most [B, H] batch axes
+  fits_linear_attention  [B, H] batch axes (more: the leading ones merged, layout.fits)
 Rewrite: LinearAttention(q, k, v; causal, feature_map, normalize, eps), layouts restored.
 """
 

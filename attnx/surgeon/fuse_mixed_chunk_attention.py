@@ -159,28 +159,30 @@ def _computed_from(tensor: gs.Tensor, x: gs.Tensor) -> bool:
     return False
 
 
-def _chunk_tail(t: gs.Tensor) -> list[int] | None:
-    """[g, S] of a chunked [B, C, g, S] tensor when both are static; None otherwise."""
-    if t.shape is None or len(t.shape) != 4 or not all(isinstance(d, int) for d in t.shape[2:]):
+def _chunk_tail(t: gs.Tensor, rank: int = 4) -> list[int] | None:
+    """[g, S] of a chunked [B, C, g, S] (rank 5: [B, H, C, g, S]) tensor when both are static; None otherwise."""
+    if t.shape is None or len(t.shape) != rank or not all(isinstance(d, int) for d in t.shape[-2:]):
         return None
-    return list(t.shape[2:])
+    return list(t.shape[-2:])
 
 
-def _tail_fits(t: gs.Tensor, tail: list[int]) -> bool:
+def _tail_fits(t: gs.Tensor, tail: list[int], rank: int = 4) -> bool:
     """t is [B, C, g, E] as far as shape inference knows: an axis it left unknown (TorchScript's Pad
     with negative pads loses them), or None in `tail`, is checked when the part is evaluated
     (`_fit_scale`)."""
-    return (t.shape is not None and len(t.shape) == 4
-            and all(not isinstance(d, int) or w is None or d == w for d, w in zip(t.shape[2:], tail)))
+    return (t.shape is not None and len(t.shape) == rank
+            and all(not isinstance(d, int) or w is None or d == w for d, w in zip(t.shape[-2:], tail)))
 
 
 def _linear_part(lq, lk, v, causal: bool, g: int) -> np.ndarray:
-    """The spec reference's linear part with lin_scale 1 on chunked [B, C, g, S] probes → [B, C, g, E]."""
-    b, c = v.shape[:2]
-    flat = [torch.from_numpy(x.reshape(b, 1, c * g, x.shape[-1])) for x in (lq, lk, v)]
+    """The spec reference's linear part with lin_scale 1 on chunked [B, C, g, S] (or [B, H, C, g, S])
+    probes → [B, C, g, E] ([B, H, C, g, E])."""
+    lead = v.shape[:-3] if v.ndim == 5 else (v.shape[0], 1)
+    c = v.shape[-3]
+    flat = [torch.from_numpy(x.reshape(*lead, c * g, x.shape[-1])) for x in (lq, lk, v)]
     zero = torch.zeros_like(flat[0])  # relu(0)² = 0: the quadratic part drops out
     (y,) = reference(zero, zero, *flat, causal=causal, chunk_size=g, quad_scale=1.0, lin_scale=1.0)
-    return y.numpy().reshape(v.shape[:3] + (y.shape[-1],))
+    return y.numpy().reshape(v.shape[:-1] + (y.shape[-1],))
 
 
 def _fit_scale(got: list[np.ndarray], want: list[np.ndarray], t: list[float]) -> float | None:
@@ -204,7 +206,9 @@ def _identify_across(graph, lin, leaves, v, lengths, causal: bool, g: int):
     runs = []
     batch = v.shape[0] if isinstance(v.shape[0], int) else PROBE_BATCH  # a model exported at batch 1 keeps it
     for c, n_of in PROBES:
-        shapes = [[batch, c, *(d if isinstance(d, int) else PROBE_FEATURES for d in leaf.shape[2:])]
+        # [B, (H,) C, g, S]: a head axis the model reshapes to has its static size; g, S as shape inference says
+        shapes = [[batch, *(d if isinstance(d, int) else PROBE_BATCH for d in leaf.shape[1:-3]), c,
+                   *(d if isinstance(d, int) else PROBE_FEATURES for d in leaf.shape[-2:])]
                   for leaf in (*leaves, v)]
         probes = [rng.standard_normal(s).astype(np.float32) for s in shapes]
         got = evaluate_cut(graph, [*leaves, v], [lin, *lengths], probes, n_of(g), batch)
@@ -223,6 +227,40 @@ def _identify_across(graph, lin, leaves, v, lengths, causal: bool, g: int):
             if s is not None:
                 return leaves[qi], leaves[ki], scaling, s
     return None
+
+
+def _merged_from(x: gs.Tensor) -> gs.Tensor | None:
+    """The rank-5 tensor `x` [B·H, C, g, S] was merged from by `layout.replace_qkv` (a Reshape, after an
+    Expand when it broadcast on a leading axis); None when x is not such a merge."""
+    node = producer(x)
+    if node is None or node.op != "Reshape" or x.shape is None or len(x.shape) != 4:
+        return None
+    src = node.inputs[0]
+    if producer(src) is not None and producer(src).op == "Expand":
+        src = producer(src).inputs[0]
+    return src if src.shape is not None and len(src.shape) == 5 else None
+
+
+def _heads_view(quad: gs.Node, chain: list[gs.Node]):
+    """FLASH with a head axis: fuse-relu-squared-attention ran the in-chunk part over [B·H, C, g, S], the
+    leading axes of [B, H, C, g, S] merged, and reshaped its output back. Then (q, k, v and the bias as
+    [B, H, C, g, ·] — the bias None when there is none or it is not such a merge —, the output back at
+    rank 5, the fold steps after it); None when the node is not such a merge."""
+    if not chain or chain[0].op != "Reshape":
+        return None
+    back = chain[0].outputs[0]
+    sources = [_merged_from(x) for x in quad.inputs[:3]]
+    if any(x is None for x in sources) or back.shape is None or len(back.shape) != 5:
+        return None
+    bias = None
+    if len(quad.inputs) > 3 and quad.inputs[3].name:
+        node = producer(quad.inputs[3])
+        if node is None or node.op != "Reshape":
+            return None
+        bias = node.inputs[0]
+        if producer(bias) is not None and producer(bias).op == "Expand":
+            bias = producer(bias).inputs[0]
+    return (*sources, bias), back, chain[1:]
 
 
 def _chunk_size(quad: gs.Node, attrs: dict) -> tuple[int | None, str]:
@@ -261,21 +299,21 @@ def _zero_padded(v: gs.Tensor) -> tuple[gs.Tensor, list[gs.Node]] | None:
 
 
 def _zero_keys(graph: gs.Graph, v0: gs.Tensor, v: gs.Tensor, n: int, seed: int) -> np.ndarray | None:
-    """[C, g] booleans at input length n (batch 1): True where the chunked v, computed from a random v0,
-    is 0 at every feature (the model's zero padding); None when the subgraph cannot run."""
+    """[C, g] booleans at input length n (batch 1): True where the chunked v ([B, (H,) C, g, E]), computed
+    from a random v0, is 0 at every feature and head (the model's zero padding); None when it cannot run."""
     shape = evaluate_cut(graph, [], [v0], [], n, 1)
     if shape is None:
         return None
     probe = np.random.default_rng(seed).standard_normal(shape[0].shape).astype(np.float32)
     got = evaluate_cut(graph, [v0], [v], [probe], n, 1)
-    if got is None or got[0].ndim != 4:
+    if got is None or got[0].ndim not in (4, 5):
         return None
-    return np.all(got[0] == 0, axis=(0, 3))
+    return np.all(got[0] == 0, axis=tuple(range(got[0].ndim - 3)) + (got[0].ndim - 1,))
 
 
-def _chunk_bias(graph: gs.Graph, bias: gs.Tensor, v: gs.Tensor, g: int):
+def _chunk_bias(graph: gs.Graph, bias: gs.Tensor, v: gs.Tensor, g: int, rank: int = 4):
     """(decision, what, padded): decision "keep" or "drop" when `bias` [B|1, C|1, g|1, g|1] is the same in
-    every chunk (and "drop" when it is 0 everywhere), None (and why) when not. A chunk may differ from the
+    every chunk (and "drop" when it is 0 everywhere), None (and why) when not. Rank 5: [B|1, H|1, C|1, g|1, g|1]. A chunk may differ from the
     first only by masking keys at which v is the model's zero padding (FLASH-pytorch masks the keys it pads):
     relu² times v is 0 there with or without the mask. `padded` is then `_zero_padded(v)`, which the
     rewrite copies so that those keys stay 0 whatever feeds the op; None when no such key was needed."""
@@ -288,12 +326,13 @@ def _chunk_bias(graph: gs.Graph, bias: gs.Tensor, v: gs.Tensor, g: int):
         return None, f"the in-chunk bias {bias.name} could not be evaluated at input lengths {lengths}", None
     padding, used, zero = _zero_padded(v), False, True
     for k, (n, b) in enumerate(zip(lengths, values)):
-        if b.ndim != 4 or any(d not in (1, g) for d in b.shape[2:]):
+        axis = rank - 3  # the chunks'
+        if b.ndim != rank or any(d not in (1, g) for d in b.shape[-2:]):
             return None, (f"at input length {n} the in-chunk bias {bias.name} is {list(b.shape)}, not "
-                          f"[B|1, C|1, g|1, g|1] with g = {g}"), None
+                          f"[B|1, {'H|1, ' if rank == 5 else ''}C|1, g|1, g|1] with g = {g}"), None
         zeros = None
-        for c in range(b.shape[1]):
-            got, first = b[:, c], b[:, 0]
+        for c in range(b.shape[axis]):
+            got, first = np.take(b, c, axis=axis), np.take(b, 0, axis=axis)
             masked = (got <= MASKED) & (first <= MASKED)
             same = masked | np.isclose(got, first, rtol=1e-6, atol=1e-6)
             if not same.all() and padding is not None:
@@ -302,7 +341,8 @@ def _chunk_bias(graph: gs.Graph, bias: gs.Tensor, v: gs.Tensor, g: int):
                 if zeros is None:
                     zeros = _zero_keys(graph, padding[0], v, n, seed=k)
                 if zeros is not None and c < zeros.shape[0] and zeros.shape[1] == g:
-                    keys = zeros[c].reshape(1, 1, g) if b.shape[3] == g else np.array(zeros[c].all())
+                    keys = (zeros[c].reshape((1,) * (got.ndim - 1) + (g,)) if b.shape[-1] == g
+                            else np.array(zeros[c].all()))
                     allowed = (got <= MASKED) & keys
                     used = used or bool(np.any(allowed & ~same))
                     same = same | allowed
@@ -311,7 +351,7 @@ def _chunk_bias(graph: gs.Graph, bias: gs.Tensor, v: gs.Tensor, g: int):
                               f"first chunk's (by up to {float(np.abs(np.where(same, 0, got - first)).max()):.3g}) "
                               "at keys that are not the model's zero padding: not one bias per position pair "
                               "inside the chunk"), None
-        zero = zero and bool(np.all(b[:, 0] == 0))
+        zero = zero and bool(np.all(np.take(b, 0, axis=axis) == 0))
     padded = padding if used else None
     also = "" if padded is None else (f"; the later chunks' mask on keys where v is the model's zero padding "
                                       f"({padded[1][0].name}) is dropped: relu² · 0 is 0 with or without it")
@@ -348,8 +388,12 @@ class FuseMixedChunkAttention(Pass):
         if not match.check("quad_in_chunks", g is not None, why):
             return
         bias = quad.inputs[3] if len(quad.inputs) > 3 and quad.inputs[3].name else None
+        quad_out, rank, view = quad.outputs[0], 4, _heads_view(quad, chain)
+        if view is not None:  # [B, H, C, g, S]: read at rank 5, the op takes the heads as its H
+            (qq, qk, v, bias), quad_out, chain = view
+            rank = 5
         keep_bias, why, padded = (("drop", "no bias on the in-chunk scores", None) if bias is None
-                                  else _chunk_bias(graph, bias, v, g))
+                                  else _chunk_bias(graph, bias, v, g, rank))
         if not match.check("bias_same_in_every_chunk", keep_bias is not None, why):
             return
         bias = bias if keep_bias == "keep" else None
@@ -359,7 +403,8 @@ class FuseMixedChunkAttention(Pass):
                            f"the other side of {add.name} is not the same {len(chain)} layout step(s) "
                            f"({', '.join(n.op for n in chain) or 'none'}) applied to a tensor"):
             return
-        reused = [t.name for t in [quad.outputs[0], *(n.outputs[0] for n in chain)] if len(_readers(t)) != 1]
+        kept = [quad.outputs[0], *([quad_out] if view is not None else []), *(n.outputs[0] for n in chain)]
+        reused = [t.name for t in kept if len(_readers(t)) != 1]
         if not match.check("quad_not_reused", not reused,
                            f"{', '.join(reused)} also feed(s) other nodes" if reused
                            else "the quadratic part feeds only the sum"):
@@ -370,14 +415,15 @@ class FuseMixedChunkAttention(Pass):
         # v's E may be left unknown by shape inference (TorchScript's FLASH): g is what must be static; the
         # probes give such an axis PROBE_FEATURES, and the numeric guard runs the rewrite at real shapes
         # (and so may S, TorchScript's FLASH with rotary: both leaves then take PROBE_FEATURES)
-        static = [_chunk_tail(t) or ([g, None] if _tail_fits(t, [g, None]) else None) for t in (qq, v)]
+        static = [_chunk_tail(t, rank) or ([g, None] if _tail_fits(t, [g, None], rank) else None) for t in (qq, v)]
         ok = (reached_input and len(leaves) == 2 and None not in static
-              and all(t.shape is not None and len(t.shape) == 4 and t.shape[2] == g and _tail_fits(t, static[0])
-                      for t in leaves) and _tail_fits(lin, static[1]))
+              and all(t.shape is not None and len(t.shape) == rank and t.shape[-2] == g
+                      and _tail_fits(t, static[0], rank) for t in leaves) and _tail_fits(lin, static[1], rank))
+        layout = "[B, H, C, g, S]" if rank == 5 else "[B, C, g, S]"
         if not match.check("across_of_chunked_tensors", ok,
                            f"the across-chunk part reads v, {leaves[0].name}, {leaves[1].name} and lengths" if ok else
                            f"the across-chunk part {lin.name} does not read only the chunked v, two tensors shaped "
-                           f"like quad_q [B, C, g, S] (g static) and lengths "
+                           f"like quad_q {layout} (g static) and lengths "
                            f"(it reads {', '.join(t.name for t in leaves)})"):
             return
         causal = bool(attrs["causal"])
@@ -397,11 +443,13 @@ class FuseMixedChunkAttention(Pass):
         with_bias = "" if bias is None else f" with the in-chunk bias {bias.name}"
         if padded is not None:
             with_bias += f" (its mask on the keys {padded[1][0].name} pads with zeros dropped)"
-        match.bound = (f"relu² in chunks of {g}{with_bias} + {what}", quad, chain, add, reached,
-                       (qq, qk, lq, lk, v), bias, padded, length, {"causal": causal, "chunk_size": g, "quad_scale": attrs["scale"], "lin_scale": lin_scale})
+        heads = " (the head axis of [B, H, C, g, S] as the op's H)" if rank == 5 else ""
+        match.bound = (f"relu² in chunks of {g}{heads}{with_bias} + {what}", quad_out, chain, add, reached,
+                       (qq, qk, lq, lk, v), bias, padded, length, rank,
+                       {"causal": causal, "chunk_size": g, "quad_scale": attrs["scale"], "lin_scale": lin_scale})
 
     def rewrite(self, graph: gs.Graph, match: Match) -> str:
-        what, quad, chain, add, reached, (qq, qk, lq, lk, v), bias, padded, length, attrs = match.bound
+        what, quad_out, chain, add, reached, (qq, qk, lq, lk, v), bias, padded, length, rank, attrs = match.bound
         emit = Emitter(graph, f"attnx_fuse_mixed_chunk/{add.name}")
         divided = ""
         if length is not None:  # the op's lin_scale is static: a length the model scales by goes into lin_k
@@ -414,18 +462,28 @@ class FuseMixedChunkAttention(Pass):
             for step in steps:
                 v0 = emit.op(step.op, v0, *step.inputs[1:], attrs=dict(step.attrs))
             v = v0
-        flat = [emit.op("Reshape", x, emit.ints([0, 1, -1, 0])) for x in (qq, qk, lq, lk, v)]
-        if bias is not None:  # [B|1, C|1, g|1, g|1] → the first chunk's, [B|1, 1, g|1, g|1]: H is 1
-            flat.append(emit.op("Slice", bias, emit.ints([0]), emit.ints([1]), emit.ints([1])))
-        y, resolved = emit_node(emit, SPEC, flat, attrs, quad.outputs[0].dtype)
+        # [B, C, g, S] → [B, 1, C·g, S]; [B, H, C, g, S] → [B, H, C·g, S]
+        def target(x):  # Reshape's 0 copies the input's axis at the same index: [0, 0, -1, 0] would copy g
+            if rank == 4:
+                return emit.ints([0, 1, -1, 0])
+            dims = emit.op("Shape", x)
+            return emit.op("Concat", emit.op("Slice", dims, emit.ints([0]), emit.ints([2])), emit.ints([-1]),
+                           emit.op("Slice", dims, emit.ints([4]), emit.ints([5])), attrs={"axis": 0})
+
+        flat = [emit.op("Reshape", x, target(x)) for x in (qq, qk, lq, lk, v)]
+        if bias is not None:  # the first chunk's: [B|1, C|1, g|1, g|1] → [B|1, 1, g|1, g|1] (H is 1), and
+            # [B|1, H|1, C|1, g|1, g|1] → [B|1, H|1, g|1, g|1]
+            first = emit.op("Slice", bias, emit.ints([0]), emit.ints([1]), emit.ints([rank - 3]))
+            flat.append(first if rank == 4 else emit.op("Squeeze", first, emit.ints([2])))
+        y, resolved = emit_node(emit, SPEC, flat, attrs, quad_out.dtype)
         # the sum gets the fused value through the model's own fold steps; every other tensor keeps
         # its meaning (the numeric guard compares them by name), so the quadratic part and the
         # chain it went through are dropped, and what read only their shapes reads the copies'
-        now = {id(quad.outputs[0]): emit.op("Reshape", y, emit.op("Shape", v))}
+        now = {id(quad_out): emit.op("Reshape", y, emit.op("Shape", v))}
         for step in chain:
             now[id(step.outputs[0])] = emit.op(step.op, now[id(step.inputs[0])], *step.inputs[1:],
                                                attrs=dict(step.attrs))
-        for tensor in [quad.outputs[0], *(step.outputs[0] for step in chain)]:
+        for tensor in [quad_out, *(step.outputs[0] for step in chain)]:
             for shape in [n for n in tensor.outputs if n.op == "Shape"]:
                 take_over(shape.outputs[0], emit.op("Shape", now[id(tensor)], attrs=dict(shape.attrs)), emit)
         take_over(add.outputs[0], now[id(reached)], emit)

@@ -14,7 +14,8 @@ Checks:
                        scores' own; it comes before any length division or mask
   mask_is_causal       the mask keeps j ≤ i over the (query, key) axes of a square product
   scores_not_reused    the N×N intermediates feed nothing else
-  fits_relu_squared    at most [B, H] batch axes
+  fits_relu_squared    [B, H] batch axes; more are merged into [B·H…, last] (FLASH with heads:
+                       [B, H, C, g, S] runs as [B·H, C, g, S]) and the output reshaped back
 Mapping onto the spec: constant scalars before the Relu multiply `scale`; a constant c after
 the square is norm `fixed` with `fixed_length` c when c is a whole number ≥ 1, else it folds
 into `scale` as √(1/c) (relu(x)²·a = relu(√a·x)² for a > 0); a length division before the
@@ -432,5 +433,8 @@ class FuseReluSquaredAttention(Pass):
                 bias = emit.op("Unsqueeze", bias, emit.ints(list(range(len(labels) - rank_))))
             operand = Operand(bias, labels)
         what = emit_attention_node(emit, SPEC, att, attrs, bias=operand)
+        merged = (f" ({len(att.batch)} batch axes: the first {len(att.batch) - 1} merged into one)"
+                  if len(att.batch) > 2 else "")
         return (f"relu² attention{' with a bias' if bias is not None else ''}"
-                f"{' and a key mask' if masks else ''} → {SPEC.name}({what})" + (f" ({probed})" if probed else ""))
+                f"{' and a key mask' if masks else ''} → {SPEC.name}({what}){merged}"
+                + (f" ({probed})" if probed else ""))

@@ -15,7 +15,7 @@ Checks:
   scores_not_reused     the N×N intermediates feed nothing else (e.g. returned weights)
   kv_heads_repeat       k and v reach the products through the same repeat of KV heads, or none
                         (Llama's repeat_kv: Unsqueeze → Expand → Reshape), checked by evaluation
-  fits_attention        at most [B, H] batch axes
+  fits_attention        [B, H] batch axes (more: the leading ones merged, layout.fits)
 Scales applied to q or k before Q·Kᵀ (x·c, x/c, c a constant or a length-only scalar) fold into
 `scale` too. Rewrite: Attention(q, k, v[, attn_mask]; scale = the product of the scales,
 is_causal), in [B, H, N, D] with layouts restored; with repeated KV heads k and v are taken before

@@ -19,7 +19,7 @@ Checks:
   mask_is_sparse_pattern evaluated at several lengths (`evaluate`), the mask equals one of
                          the spec's patterns (local, dilated, strided, block, causal or not)
   scores_not_reused      the N×N intermediates feed nothing else
-  fits_sparse_attention  at most [B, H] batch axes
+  fits_sparse_attention  [B, H] batch axes (more: the leading ones merged, layout.fits)
 Checks of the bucketed form (after softmax_over_keys):
   windows_from_qkv       the un-bucketed result reads q, k, v and lengths only (no input mask, no bias)
   windows_are_sparse_pattern  run at lengths 37, 1, 150 (batch 2), it equals SparseAttention's

@@ -18,10 +18,50 @@ RANK = 4
 
 
 def fits(batch: str, op: str) -> tuple[bool, str]:
-    """Whether operands with these batch axes fit [B, H, ·, ·]: a check's (ok, why)."""
-    ok = len(batch) <= RANK - 2
-    return ok, (f"{len(batch)} batch axes fit [B, H, N, D]" if ok else
-                f"operands have {len(batch)} batch axes; {op} takes at most 2 ([B, H, N, D])")
+    """Whether operands with these batch axes fit [B, H, ·, ·]: a check's (ok, why). More than two
+    fit too: `replace_qkv` merges all but the last into one (FLASH with heads: [B, H, C, g, S])."""
+    if len(batch) > RANK - 2:
+        return True, f"{len(batch)} batch axes: the first {len(batch) - 1} merged into one, as [B, H, N, D]"
+    return True, f"{len(batch)} batch axes fit [B, H, N, D]"
+
+
+def _leading_dims(op: Operand, labels: str) -> list | None:
+    """The sizes (ints or symbols) shape inference gives `op` on the axes `labels`; None where unknown."""
+    shape = op.tensor.shape
+    if shape is None or len(shape) != len(op.labels):
+        return None
+    dims = [shape[op.labels.index(c)] for c in labels]
+    return None if any(d is None or d == "" for d in dims) else dims
+
+
+def _merge_leading(emit: Emitter, inputs: list[gs.Tensor], operands: list[Operand], lead: str):
+    """q, k, v (and a bias), each [*lead, h, n, d] in the order `replace_qkv` gives them, with the axes
+    `lead` merged into one: (merged inputs, the leading sizes as a 1-D int64 shape). An operand that
+    broadcasts on a leading axis (size 1) is expanded to the common size first, so all merge alike; a
+    bias that is 1 on every leading axis stays 1."""
+    axes = len(lead)
+
+    def dims_of(x, start, end=2 ** 62):
+        return emit.op("Slice", emit.op("Shape", x), emit.ints([start]), emit.ints([end]))
+
+    known = [_leading_dims(op, lead) for op in operands[:3]]
+    size = dims_of(inputs[0], 0, axes)
+    qkv = inputs[:3]
+    if None in known or any(k != known[0] for k in known):  # not provably one size: broadcast them
+        for x in qkv[1:]:
+            size = emit.op("Max", size, dims_of(x, 0, axes))
+        full = emit.op("Concat", size, emit.ints([1, 1, 1]), attrs={"axis": 0})
+        qkv = [emit.op("Expand", x, full) for x in qkv]
+    merged = [emit.op("Reshape", x, emit.op("Concat", emit.ints([-1]), dims_of(x, axes), attrs={"axis": 0}))
+              for x in qkv]
+    if len(inputs) > 3:
+        bias, ones = inputs[3], _leading_dims(operands[3], lead)
+        first = emit.ints([1])
+        if ones is None or any(d != 1 for d in ones):
+            bias = emit.op("Expand", bias, emit.op("Concat", size, emit.ints([1, 1, 1]), attrs={"axis": 0}))
+            first = emit.ints([-1])
+        merged.append(emit.op("Reshape", bias, emit.op("Concat", first, dims_of(bias, axes), attrs={"axis": 0})))
+    return merged, size
 
 
 def _added_axes(rank: int) -> list[int]:
@@ -53,6 +93,9 @@ def replace_qkv(emit: Emitter, op: str, attrs: dict, *, q: Operand, k: Operand, 
     inputs = [to_bhnd(emit, q, batch + n + d), to_bhnd(emit, k, batch + m + d), to_bhnd(emit, v, batch + m + e)]
     if bias is not None:
         inputs.append(to_bhnd(emit, bias, batch + n + m))
+    lead = None
+    if len(batch) > RANK - 2:  # [B, H, C, N, D] (FLASH with heads): the leading batch axes as one
+        inputs, lead = _merge_leading(emit, inputs, [q, k, v] + ([bias] if bias is not None else []), batch[:-1])
     if head_order is not None:
         inputs[0] = emit.op("Gather", inputs[0], emit.ints(head_order), attrs={"axis": 1})
         if bias is not None and bias.tensor.shape is not None and \
@@ -62,6 +105,10 @@ def replace_qkv(emit: Emitter, op: str, attrs: dict, *, q: Operand, k: Operand, 
     y.dtype = out.dtype
     if head_order is not None:
         y = emit.op("Gather", y, emit.ints(list(np.argsort(head_order))), attrs={"axis": 1})
+        y.dtype = out.dtype
+    if lead is not None:
+        rest = emit.op("Slice", emit.op("Shape", y), emit.ints([1]), emit.ints([RANK]))
+        y = emit.op("Reshape", y, emit.op("Concat", lead, rest, attrs={"axis": 0}))
         y.dtype = out.dtype
     take_over(out, from_bhnd(emit, y, batch + n + e, out_labels), emit)
 

@@ -8,7 +8,7 @@ Checks:
   mask_is_causal             a mask keeps j ≤ i over the (query, key) axes of a square product
   scores_not_reused          the N×N intermediates feed nothing else (else they stay computed)
   reassociation_saves_flops  n·m·(d+e) > (n+m)·d·e by symbolic shapes (attnx.surgeon.shapes)
-  fits_linear_attention      (causal only) at most [B, H] batch axes
+  fits_linear_attention      (causal only) [B, H] batch axes (more: the leading ones merged, layout.fits)
 Rewrite: a scale moves onto q; the row-sum normaliser Σ_m A becomes q·Σ_m k. Non-causal:
 standard MatMuls, Q·(KᵀV) and q·Σk. Causal: the causal `LinearAttention` node (its body is
 the chunked linear form; a causal prefix in standard ops would be the N×d×e CumSum), with

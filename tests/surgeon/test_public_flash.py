@@ -7,8 +7,8 @@ pass reads them by running them on probes (dynamo exports are read the same way)
 ReluSquaredAttention with its T5 bias; FLASH becomes one MixedChunkAttention with its T5 bias: the
 mask on the keys it pads is in the last chunk only, but v is zero there (F.pad), so it is dropped.
 Plain-torch FLASH with the same mask fuses the same way; padded with ones instead, the mask matters
-and the in-chunk part stays a ReluSquaredAttention with it, with the reason. A FLASH with a head axis ([B, H, C, g, S])
-has three batch axes and is left alone with the reason.
+and the in-chunk part stays a ReluSquaredAttention with it, with the reason. A FLASH with a head axis
+([B, H, C, g, S]) is one MixedChunkAttention over its heads (the relu² pass merges B and H).
 
 Outputs are compared in ONNX Runtime before and after at batch 2 and lengths 1, 37 and 300
 (group 8: 37 and 300 leave a partial last chunk) within 1e-4 relative (helpers.public.RTOL).
@@ -171,9 +171,9 @@ class PlainFLASH(torch.nn.Module):
     """FLASH written in plain torch as FLASH-pytorch spells it, without its relative-position bias:
     `key_mask` masks the padded keys inside the chunks as FLASH-pytorch does (masked_fill after the
     relu²); `v_pad` is the value v is padded with (FLASH-pytorch's is 0); `heads` adds a head axis
-    [B, H, C, g, S]."""
+    [B, H, C, g, S]; `head_bias` adds a learned [H, g, g] bias inside the chunks, one per head."""
 
-    def __init__(self, causal=False, key_mask=False, heads=0, v_pad=0.0):
+    def __init__(self, causal=False, key_mask=False, heads=0, v_pad=0.0, head_bias=False):
         super().__init__()
         g = torch.Generator().manual_seed(3)
         self.causal, self.key_mask, self.heads, self.v_pad = causal, key_mask, heads, v_pad
@@ -183,6 +183,7 @@ class PlainFLASH(torch.nn.Module):
         self.gamma = torch.nn.Parameter(torch.randn(4, QK, generator=g) * 0.1 + 1)
         self.beta = torch.nn.Parameter(torch.randn(4, QK, generator=g) * 0.1)
         self.to_out = torch.nn.Linear(QK * h, DIM)
+        self.head_bias = torch.nn.Parameter(torch.randn(h, 1, g_ := GROUP, g_, generator=g)) if head_bias else None
 
     def forward(self, x):
         b, n, g = x.shape[0], x.shape[1], GROUP
@@ -196,7 +197,10 @@ class PlainFLASH(torch.nn.Module):
         quad_q, quad_k, lin_q, lin_k = (F.pad(t, (0, 0, 0, padding)).reshape(*lead, -1, g, QK)
                                         for t in (quad_q, quad_k, lin_q, lin_k))
         v = F.pad(v, (0, 0, 0, padding), value=self.v_pad).reshape(*lead, -1, g, QK)
-        attn = F.relu(torch.einsum("... i d, ... j d -> ... i j", quad_q, quad_k) / g) ** 2
+        sim = torch.einsum("... i d, ... j d -> ... i j", quad_q, quad_k) / g
+        if self.head_bias is not None:
+            sim = sim + (self.head_bias if self.heads else self.head_bias[0])
+        attn = F.relu(sim) ** 2
         if self.key_mask:
             keep = F.pad(torch.ones(b, n, dtype=torch.bool), (0, padding), value=False).reshape(b, -1, 1, g)
             attn = attn.masked_fill(~keep, 0.0)
@@ -259,11 +263,30 @@ def test_plain_flash_whose_masked_keys_are_not_zero_keeps_the_mask_in_relu_squar
     assert_close_outputs(model, out, [feeds(n) for n in LENGTHS])
 
 
-def test_plain_flash_with_a_head_axis_is_left_alone_with_the_reason():
-    model = export(PlainFLASH(True, heads=2))
+@pytest.mark.parametrize("exporter,causal,key_mask,head_bias", [
+    ("torchscript", True, False, False), ("torchscript", False, True, False),
+    ("torchscript", True, True, True), ("dynamo", False, False, True)])
+def test_plain_flash_with_a_head_axis_becomes_one_mixed_chunk_attention_over_its_heads(
+        exporter, causal, key_mask, head_bias):
+    """[B, H, C, g, S]: the relu² pass runs the in-chunk part with B and H merged ([B·H, C, g, S]); the
+    mixed pass reads the chunks at rank 5 and gives the op the heads as its H, with a per-head bias
+    [1, H, g, g] when there is one."""
+    model = export(PlainFLASH(causal, key_mask=key_mask, heads=2, head_bias=head_bias), exporter, 18)
     out, reports = optimize_model(model, passes=CHUNK_PASSES)
-    (detail,) = details(reports, RELU2)
-    assert not detail["rewritten"] and detail["why"].startswith("fits_relu_squared: "), detail
-    assert "3 batch axes" in detail["why"]
-    assert not [n for n in out.graph.node if n.domain == "attnx"]
+    (node,) = attnx_nodes(out, "MixedChunkAttention")
+    assert attrs_of(node)["causal"] == int(causal) and not attnx_nodes(out, "ReluSquaredAttention")
+    # a bias is kept when it is not 0 in the first chunk: the per-head bias, or the causal triu mask
+    assert len(node.input) == (6 if head_bias or (causal and key_mask) else 5)
+    (detail,) = details(reports, MIXED)
+    assert "the head axis of [B, H, C, g, S] as the op's H" in detail["change"]
+    (relu2,) = details(reports, RELU2)
+    assert "3 batch axes: the first 2 merged into one" in relu2["change"]
     assert_close_outputs(model, out, [feeds(n) for n in LENGTHS])
+
+
+def test_trt_form_of_flash_with_a_head_axis_is_clean():
+    out, _ = optimize_model(export(PlainFLASH(True, key_mask=True, heads=2, head_bias=True)), "trt",
+                            passes=CHUNK_PASSES)
+    assert {n.domain for n in out.graph.node} <= {"", "trt.plugins"}
+    assert [n.op_type for n in out.graph.node if n.domain == "trt.plugins"] == ["MixedChunkAttention"]
+    assert not out.functions
