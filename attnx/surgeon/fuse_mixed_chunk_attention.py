@@ -229,16 +229,20 @@ def _identify_across(graph, lin, leaves, v, lengths, causal: bool, g: int):
     return None
 
 
-def _merged_from(x: gs.Tensor) -> gs.Tensor | None:
-    """The rank-5 tensor `x` [B·H, C, g, S] was merged from by `layout.replace_qkv` (a Reshape, after an
-    Expand when it broadcast on a leading axis); None when x is not such a merge."""
+def _unmerged(x: gs.Tensor) -> gs.Tensor | None:
+    """The tensor `layout.replace_qkv` merged `x` from (x a Reshape of it, after an Expand when it
+    broadcast on a leading axis); None when x is no Reshape."""
     node = producer(x)
-    if node is None or node.op != "Reshape" or x.shape is None or len(x.shape) != 4:
+    if node is None or node.op != "Reshape":
         return None
     src = node.inputs[0]
-    if producer(src) is not None and producer(src).op == "Expand":
-        src = producer(src).inputs[0]
-    return src if src.shape is not None and len(src.shape) == 5 else None
+    return producer(src).inputs[0] if producer(src) is not None and producer(src).op == "Expand" else src
+
+
+def _merged_from(x: gs.Tensor) -> gs.Tensor | None:
+    """The rank-5 tensor `x` [B·H, C, g, S] was merged from; None when x is not such a merge."""
+    src = _unmerged(x) if x.shape is not None and len(x.shape) == 4 else None
+    return src if src is not None and src.shape is not None and len(src.shape) == 5 else None
 
 
 def _heads_view(quad: gs.Node, chain: list[gs.Node]):
@@ -254,12 +258,9 @@ def _heads_view(quad: gs.Node, chain: list[gs.Node]):
         return None
     bias = None
     if len(quad.inputs) > 3 and quad.inputs[3].name:
-        node = producer(quad.inputs[3])
-        if node is None or node.op != "Reshape":
+        bias = _unmerged(quad.inputs[3])  # its rank may be unknown: _chunk_bias reads it by evaluation
+        if bias is None:
             return None
-        bias = node.inputs[0]
-        if producer(bias) is not None and producer(bias).op == "Expand":
-            bias = producer(bias).inputs[0]
     return (*sources, bias), back, chain[1:]
 
 
@@ -325,8 +326,8 @@ def _chunk_bias(graph: gs.Graph, bias: gs.Tensor, v: gs.Tensor, g: int, rank: in
     if values is None:
         return None, f"the in-chunk bias {bias.name} could not be evaluated at input lengths {lengths}", None
     padding, used, zero = _zero_padded(v), False, True
+    axis = rank - 3  # the chunks'
     for k, (n, b) in enumerate(zip(lengths, values)):
-        axis = rank - 3  # the chunks'
         if b.ndim != rank or any(d not in (1, g) for d in b.shape[-2:]):
             return None, (f"at input length {n} the in-chunk bias {bias.name} is {list(b.shape)}, not "
                           f"[B|1, {'H|1, ' if rank == 5 else ''}C|1, g|1, g|1] with g = {g}"), None

@@ -14,8 +14,6 @@ Checks:
                        scores' own; it comes before any length division or mask
   mask_is_causal       the mask keeps j ≤ i over the (query, key) axes of a square product
   scores_not_reused    the N×N intermediates feed nothing else
-  fits_relu_squared    [B, H] batch axes; more are merged into [B·H…, last] (FLASH with heads:
-                       [B, H, C, g, S] runs as [B·H, C, g, S]) and the output reshaped back
 Mapping onto the spec: constant scalars before the Relu multiply `scale`; a constant c after
 the square is norm `fixed` with `fixed_length` c when c is a whole number ≥ 1, else it folds
 into `scale` as √(1/c) (relu(x)²·a = relu(√a·x)² for a > 0); a length division before the
@@ -53,7 +51,6 @@ from attnx.surgeon.contraction import Operand
 from attnx.surgeon.evaluate import _session, _zeros, depends_only_on, shape_only
 from attnx.surgeon.framework import Check, Match, Pass
 from attnx.surgeon.graph import Emitter, constant_value, is_scalar_shaped, scalar_constant
-from attnx.surgeon.layout import fits
 from attnx.surgeon.lengths import shape_axis
 from attnx.surgeon.readers import (NEG_INF_FILL, ZERO_FILL, causal_mask, constant_factor, other_input,
                                    scalar_operand, where_mask)
@@ -147,8 +144,6 @@ def _read_steps(match: Match, att: QuadraticAttention, r: int) -> gs.Tensor | No
                            else "query and key lengths differ or the triangle is over other axes"):
             return bias
     if not check_scores_not_reused(match, att):
-        return bias
-    if not match.check("fits_relu_squared", *fits(att.batch, SPEC.name)):
         return bias
     attrs = {"causal": bool(causal), "norm": "none", "norm_placement": placement or "outside"}
     if length is not None:
@@ -328,9 +323,6 @@ def _read_by_probing(graph: gs.Graph, att: QuadraticAttention, bias: gs.Tensor |
     reused = att.reused_intermediates()
     if reused:
         return None, f"probing: {', '.join(reused)} also feed(s) other nodes"
-    ok, why = fits(att.batch, SPEC.name)
-    if not ok:
-        return None, f"probing: {why}"
     rng = np.random.default_rng(0)
     inputs = _float_inputs(graph)
     probed, cuts = _with_bias_variable(graph, att.scores.output, bias) if isinstance(bias, gs.Constant) else (graph, cuts)

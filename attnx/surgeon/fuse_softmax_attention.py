@@ -15,7 +15,6 @@ Checks:
   scores_not_reused     the N×N intermediates feed nothing else (e.g. returned weights)
   kv_heads_repeat       k and v reach the products through the same repeat of KV heads, or none
                         (Llama's repeat_kv: Unsqueeze → Expand → Reshape), checked by evaluation
-  fits_attention        [B, H] batch axes (more: the leading ones merged, layout.fits)
 Scales applied to q or k before Q·Kᵀ (x·c, x/c, c a constant or a length-only scalar) fold into
 `scale` too. Rewrite: Attention(q, k, v[, attn_mask]; scale = the product of the scales,
 is_causal), in [B, H, N, D] with layouts restored; with repeated KV heads k and v are taken before
@@ -36,7 +35,7 @@ from attnx.surgeon.contraction import Operand
 from attnx.surgeon.evaluate import evaluate_cut, values_at_lengths
 from attnx.surgeon.framework import Match, Pass
 from attnx.surgeon.graph import Emitter, constant_value, is_scalar_shaped, producer, rank
-from attnx.surgeon.layout import fits, replace_qkv
+from attnx.surgeon.layout import replace_qkv
 from attnx.surgeon.readers import ScoreMask, keeps_values, read_score_mask, scale_factor
 
 ATTENTION_OPSET = 23
@@ -228,8 +227,6 @@ class FuseSoftmaxAttention(Pass):
                 if tiled:  # q head r·G + g uses KV head g; Attention's grouped form wants g·rep + r
                     groups = heads // rep
                     head_order = [r * groups + g for g in range(groups) for r in range(rep)]
-        if not match.check("fits_attention", *fits(att.batch, "Attention")):
-            return
         match.bound = (att, q, k, v, scale * q_scale * k_scale, causal, attn_mask, head_order)
 
     def rewrite(self, graph: gs.Graph, match: Match) -> str:

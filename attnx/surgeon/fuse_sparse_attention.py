@@ -19,7 +19,6 @@ Checks:
   mask_is_sparse_pattern evaluated at several lengths (`evaluate`), the mask equals one of
                          the spec's patterns (local, dilated, strided, block, causal or not)
   scores_not_reused      the N×N intermediates feed nothing else
-  fits_sparse_attention  [B, H] batch axes (more: the leading ones merged, layout.fits)
 Checks of the bucketed form (after softmax_over_keys):
   windows_from_qkv       the un-bucketed result reads q, k, v and lengths only (no input mask, no bias)
   windows_are_sparse_pattern  run at lengths 37, 1, 150 (batch 2), it equals SparseAttention's
@@ -45,7 +44,7 @@ from attnx.surgeon.evaluate import depends_only_on, shape_only, values_at_length
 from attnx.surgeon.framework import Match, Pass
 from attnx.surgeon.fuse_local_windows import find_windowed, identify_windowed
 from attnx.surgeon.graph import Emitter
-from attnx.surgeon.layout import fits, replace_qkv
+from attnx.surgeon.layout import replace_qkv
 from attnx.surgeon.readers import constant_factor, other_input, where_mask
 from attnx.surgeon.shapes import fmt
 
@@ -192,8 +191,6 @@ class FuseSparseAttention(Pass):
                            "the mask, evaluated at several lengths, is none of local, dilated, strided, block"):
             return
         if not check_scores_not_reused(match, att):
-            return
-        if not match.check("fits_sparse_attention", *fits(att.batch, SPEC.name)):
             return
         match.bound = (att, None, {**attrs, "scale": scale})
 

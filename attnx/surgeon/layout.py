@@ -17,14 +17,6 @@ from attnx.surgeon.graph import Emitter, take_over
 RANK = 4
 
 
-def fits(batch: str, op: str) -> tuple[bool, str]:
-    """Whether operands with these batch axes fit [B, H, ·, ·]: a check's (ok, why). More than two
-    fit too: `replace_qkv` merges all but the last into one (FLASH with heads: [B, H, C, g, S])."""
-    if len(batch) > RANK - 2:
-        return True, f"{len(batch)} batch axes: the first {len(batch) - 1} merged into one, as [B, H, N, D]"
-    return True, f"{len(batch)} batch axes fit [B, H, N, D]"
-
-
 def _leading_dims(op: Operand, labels: str) -> list | None:
     """The sizes (ints or symbols) shape inference gives `op` on the axes `labels`; None where unknown."""
     shape = op.tensor.shape
